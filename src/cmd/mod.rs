@@ -1,0 +1,29 @@
+//! The commands, one per file. `main` parses arguments and maps results to exit codes.
+
+pub mod eval;
+pub mod serve;
+
+use std::path::Path;
+
+use crate::collector::{self, Collector};
+use crate::config::{Config, process_env};
+use crate::expr::TargetExprs;
+
+/// `version` output: `fly-autoscaler <version>, commit=<sha>` (commit when built with one).
+pub fn version_line() -> String {
+    match option_env!("FAS_COMMIT") {
+        Some(commit) if !commit.is_empty() => {
+            format!("fly-autoscaler {}, commit={commit}", env!("CARGO_PKG_VERSION"))
+        }
+        _ => format!("fly-autoscaler {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// What both commands need: a validated config, compiled expressions and built collectors.
+/// Every problem here is reported before any metric is collected.
+pub fn prepare(config_path: Option<&Path>) -> Result<(Config, TargetExprs, Vec<Box<dyn Collector>>), String> {
+    let config = Config::load(config_path, &process_env).map_err(|e| e.to_string())?;
+    let targets = TargetExprs::compile(&config).map_err(|e| e.to_string())?;
+    let collectors = collector::build(&config.metric_collectors)?;
+    Ok((config, targets, collectors))
+}

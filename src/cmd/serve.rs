@@ -1,0 +1,109 @@
+//! `serve`: the long-running autoscaler (or, with `--once`, a single pass for cron).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::duration::format_go;
+use crate::logging;
+use crate::machines::MachinesClient;
+use crate::pool::{self, Apps, Shutdown};
+use crate::reconcile::Reconciler;
+use crate::release::ReleaseClient;
+use crate::telemetry::{MetricsServer, Telemetry};
+
+#[derive(Debug, Default, Clone)]
+pub struct Options<'a> {
+    pub config: Option<&'a Path>,
+    /// One reconcile pass, then exit.
+    pub once: bool,
+    /// Plan and log, change nothing.
+    pub dry_run: bool,
+}
+
+/// Runs until SIGINT/SIGTERM (exit 0), or one pass with `once`; returns whether every app
+/// reconciled (only meaningful with `once`).
+pub fn run(opts: &Options) -> Result<bool, String> {
+    let (config, targets, collectors) = super::prepare(opts.config)?;
+    config.validate_for_serve().map_err(|e| e.to_string())?;
+    logging::init(config.log_format, config.verbose);
+    let shutdown = Arc::new(Shutdown::default());
+    install_signal_handler(&shutdown)?;
+    log::info!(version = env!("CARGO_PKG_VERSION"), commit = option_env!("FAS_COMMIT").unwrap_or(""); "fly-autoscaler");
+
+    let telemetry = Arc::new(Telemetry::new());
+    let reconciler = Arc::new(Reconciler {
+        machines: MachinesClient::new(&config.flaps_base_url, &config.api_token)?,
+        releases: config
+            .deploy_guard
+            .then(|| ReleaseClient::new(&config.api_base_url, &config.api_token)),
+        collectors,
+        targets,
+        process_group: config.process_group.clone(),
+        regions: config.regions.clone(),
+        skip_launch: config.initial_machine_state == "stopped",
+        timeout: config.timeout,
+        action_concurrency: config.action_concurrency,
+        deploy_guard_fail_open_after: config.deploy_guard_fail_open_after,
+        dry_run: opts.dry_run,
+        telemetry: Arc::clone(&telemetry),
+    });
+    let apps = Apps {
+        name: config.app_name.clone(),
+        org: config.org.clone(),
+        refresh_interval: config.app_list_refresh_interval,
+    };
+    if opts.once {
+        return Ok(pool::run_once(reconciler, &apps, config.concurrency, &shutdown));
+    }
+
+    let server = match config.metrics_addr.as_str() {
+        "" | "off" => None,
+        addr => Some(MetricsServer::start(addr, Arc::clone(&telemetry))?),
+    };
+    if let Some(s) = &server {
+        log::info!(addr = s.addr(); "serving metrics");
+    }
+    log::info!(
+        app = config.app_name.as_str(),
+        interval = format_go(config.interval).as_str(),
+        timeout = format_go(config.timeout).as_str(),
+        appListRefreshInterval = format_go(config.app_list_refresh_interval).as_str(),
+        collectors = reconciler.collectors.len(),
+        concurrency = config.concurrency,
+        dry_run = opts.dry_run;
+        "reconciler pool initialized, beginning loop"
+    );
+    // In-flight reconciles are bounded by the timeout; allow a little more to log and exit.
+    let grace = config.timeout + Duration::from_secs(2);
+    pool::run(reconciler, &apps, config.concurrency, config.interval, &shutdown, grace);
+    drop(server);
+    log::info!("shutdown complete");
+    Ok(true)
+}
+
+/// SIGINT and SIGTERM both request a graceful shutdown; a second one exits at once. A real
+/// handler is installed, so this also works as PID 1, where unhandled signals are ignored.
+fn install_signal_handler(shutdown: &Arc<Shutdown>) -> Result<(), String> {
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let shutdown = Arc::clone(shutdown);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                if shutdown.is_requested() {
+                    log::warn!(signal = name; "second signal, exiting immediately");
+                    std::process::exit(1);
+                }
+                log::info!(signal = name; "signal received, finishing running reconciles");
+                shutdown.request();
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}

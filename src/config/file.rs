@@ -1,0 +1,305 @@
+//! The YAML file: decoded strictly (unknown keys are errors naming the key and its line) into
+//! optional fields, so that only the keys present in the file replace environment values.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use super::{CollectorConfig, Config, EnvLookup, LogFormat};
+use crate::duration::parse_positive;
+use crate::expand::expand;
+use crate::secret::Secret;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    app_name: Option<String>,
+    org: Option<String>,
+    regions: Option<Vec<String>>,
+    process_group: Option<String>,
+    created_machine_count: Option<String>,
+    min_created_machine_count: Option<String>,
+    max_created_machine_count: Option<String>,
+    initial_machine_state: Option<String>,
+    started_machine_count: Option<String>,
+    min_started_machine_count: Option<String>,
+    max_started_machine_count: Option<String>,
+    concurrency: Option<Count>,
+    interval: Option<GoDuration>,
+    timeout: Option<GoDuration>,
+    app_list_refresh_interval: Option<GoDuration>,
+    api_token: Option<String>,
+    verbose: Option<YamlBool>,
+    metric_collectors: Option<Vec<FileCollector>>,
+    action_concurrency: Option<Count>,
+    metrics_addr: Option<String>,
+    log_format: Option<FileLogFormat>,
+    flaps_base_url: Option<String>,
+    api_base_url: Option<String>,
+    deploy_guard: Option<YamlBool>,
+    deploy_guard_fail_open_after: Option<GoDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileCollector {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    metric_name: Option<String>,
+    query: Option<String>,
+    address: Option<String>,
+    token: Option<String>,
+    namespace: Option<String>,
+    cert_data: Option<String>,
+    key_data: Option<String>,
+    ca_data: Option<String>,
+    api_key: Option<String>,
+}
+
+/// Decodes `text` (after `${VAR}` expansion) on top of `config`. The error is one line.
+pub(super) fn overlay(config: &mut Config, text: &str, env: EnvLookup) -> Result<(), String> {
+    let expanded = expand(text, |name| match name {
+        "$" => Some("$".to_string()),
+        "APP_NAME" => None,
+        _ => Some(env(name).unwrap_or_default()),
+    });
+    if expanded.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---"
+    }) {
+        return Err("the file is empty; see testdata/fly-autoscaler.yml for an example".to_string());
+    }
+    let file: FileConfig = serde_yaml::from_str(&expanded).map_err(|e| describe_yaml_error(&e))?;
+    file.apply(config);
+    Ok(())
+}
+
+impl FileConfig {
+    fn apply(self, c: &mut Config) {
+        let strings = [
+            (self.app_name, &mut c.app_name),
+            (self.org, &mut c.org),
+            (self.process_group, &mut c.process_group),
+            (self.created_machine_count, &mut c.created_machine_count),
+            (self.min_created_machine_count, &mut c.min_created_machine_count),
+            (self.max_created_machine_count, &mut c.max_created_machine_count),
+            (self.initial_machine_state, &mut c.initial_machine_state),
+            (self.started_machine_count, &mut c.started_machine_count),
+            (self.min_started_machine_count, &mut c.min_started_machine_count),
+            (self.max_started_machine_count, &mut c.max_started_machine_count),
+            (self.metrics_addr, &mut c.metrics_addr),
+            (self.flaps_base_url, &mut c.flaps_base_url),
+            (self.api_base_url, &mut c.api_base_url),
+        ];
+        for (value, slot) in strings {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        }
+        for (value, slot) in [
+            (self.interval, &mut c.interval),
+            (self.timeout, &mut c.timeout),
+            (self.app_list_refresh_interval, &mut c.app_list_refresh_interval),
+            (
+                self.deploy_guard_fail_open_after,
+                &mut c.deploy_guard_fail_open_after,
+            ),
+        ] {
+            if let Some(GoDuration(d)) = value {
+                *slot = d;
+            }
+        }
+        for (value, slot) in [
+            (self.concurrency, &mut c.concurrency),
+            (self.action_concurrency, &mut c.action_concurrency),
+        ] {
+            if let Some(Count(n)) = value {
+                *slot = n;
+            }
+        }
+        for (value, slot) in [
+            (self.verbose, &mut c.verbose),
+            (self.deploy_guard, &mut c.deploy_guard),
+        ] {
+            if let Some(YamlBool(b)) = value {
+                *slot = b;
+            }
+        }
+        if let Some(regions) = self.regions {
+            c.regions = regions;
+        }
+        if let Some(token) = self.api_token {
+            c.api_token = Secret::new(token);
+        }
+        if let Some(FileLogFormat(f)) = self.log_format {
+            c.log_format = f;
+        }
+        if let Some(collectors) = self.metric_collectors {
+            c.metric_collectors = collectors.into_iter().map(FileCollector::into_config).collect();
+        }
+    }
+}
+
+impl FileCollector {
+    fn into_config(self) -> CollectorConfig {
+        let s = |v: Option<String>| v.unwrap_or_default();
+        CollectorConfig {
+            kind: s(self.kind),
+            metric_name: s(self.metric_name),
+            query: s(self.query),
+            address: s(self.address),
+            token: Secret::new(s(self.token)),
+            namespace: s(self.namespace),
+            cert_data: s(self.cert_data),
+            key_data: Secret::new(s(self.key_data)),
+            ca_data: s(self.ca_data),
+            api_key: Secret::new(s(self.api_key)),
+        }
+    }
+}
+
+/// serde_yaml's message, made shorter where it lists every known key, with a suggestion for
+/// misspelt keys. serde_yaml never quotes the values of string fields, so secrets stay out.
+fn describe_yaml_error(e: &serde_yaml::Error) -> String {
+    let raw = e.to_string();
+    let line = e.location().map(|l| l.line());
+    if let Some(start) = raw.find("unknown field `") {
+        let path = raw[..start].trim_end_matches(": ");
+        let rest = &raw[start + "unknown field `".len()..];
+        let key = &rest[..rest.find('`').unwrap_or(rest.len())];
+        let known: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
+        let mut msg = if path.is_empty() {
+            format!("unknown key {key:?}")
+        } else {
+            format!("{path}: unknown key {key:?}")
+        };
+        if let Some(line) = line {
+            msg.push_str(&format!(" at line {line}"));
+        }
+        match closest(key, &known) {
+            Some(best) => msg.push_str(&format!("; did you mean {best:?}?")),
+            None => msg.push_str(&format!("; known keys: {}", known.join(", "))),
+        }
+        return msg;
+    }
+    raw
+}
+
+/// The known key nearest to a misspelt one, if it is near enough to be a typo.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// A positive Go duration string; a bare number is rejected as the Go program does.
+struct GoDuration(Duration);
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor("a Go duration such as \"15s\"", |s| {
+            parse_positive(s).map(GoDuration).map_err(|reason| {
+                format!(
+                    "invalid duration {s:?}: {reason}; write a Go duration such as \"15s\" or \"1m30s\""
+                )
+            })
+        }))
+    }
+}
+
+/// Parses a string inside the deserializer, so that serde_yaml adds the key path and the line
+/// to the error.
+struct StrVisitor<T>(&'static str, fn(&str) -> Result<T, String>);
+
+impl<T> Visitor<'_> for StrVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.1)(v).map_err(E::custom)
+    }
+}
+
+/// `true`/`false` plus the YAML 1.1 words (`yes`, `on`, …) that the Go program's YAML library
+/// accepted.
+struct YamlBool(bool);
+
+impl<'de> Deserialize<'de> for YamlBool {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = YamlBool;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<YamlBool, E> {
+                Ok(YamlBool(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<YamlBool, E> {
+                super::parse_bool(v)
+                    .filter(|_| v != "1" && v != "0")
+                    .map(YamlBool)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A worker count: a YAML number (a fraction is truncated, as in Go); values below 1 mean 1.
+struct Count(usize);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number such as 4")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+                Ok(Count(v.clamp(1, u32::MAX as i64) as usize))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+                Ok(Count(v.clamp(1, u32::MAX as u64) as usize))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Count, E> {
+                self.visit_i64(v as i64)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct FileLogFormat(LogFormat);
+
+impl<'de> Deserialize<'de> for FileLogFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor("text or json", |s| {
+            LogFormat::parse(s)
+                .map(FileLogFormat)
+                .ok_or_else(|| format!("invalid log format {s:?}; use text or json"))
+        }))
+    }
+}

@@ -1,0 +1,214 @@
+//! What every HTTP client here shares: the `ureq` agent settings, deadlines derived from the
+//! reconcile's remaining time, transport error classification and response reading.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use ureq::Agent;
+use ureq::tls::TlsConfig;
+
+/// Response bodies larger than this are refused (a machine list of a very large app is a few
+/// MB; anything bigger is a misbehaving server).
+const MAX_BODY: u64 = 64 * 1024 * 1024;
+
+pub const USER_AGENT: &str = concat!("fly-autoscaler-rs/", env!("CARGO_PKG_VERSION"));
+
+/// The moment by which a piece of work (one reconcile, one `eval`) must be done; every request
+/// made for it gets the time left as its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    pub fn after(d: Duration) -> Deadline {
+        Deadline(Instant::now() + d)
+    }
+
+    /// Time left, or `None` once the deadline has passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.0
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+}
+
+/// A new agent: status codes are returned, not turned into errors (their bodies carry the
+/// API's message); server certificates are verified against bundled roots (no CA files needed
+/// in a scratch image) unless `tls` says otherwise.
+pub fn agent(tls: Option<TlsConfig>) -> Agent {
+    let mut config = Agent::config_builder()
+        .http_status_as_error(false)
+        .user_agent(USER_AGENT)
+        .max_idle_connections_per_host(64)
+        .timeout_connect(Some(Duration::from_secs(10)));
+    if let Some(tls) = tls {
+        config = config.tls_config(tls);
+    }
+    config.build().new_agent()
+}
+
+/// Why a request produced no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// The request's time ran out.
+    Timeout,
+    /// No connection was made, so the server never saw the request (safe to retry anything).
+    NotConnected(String),
+    /// The connection broke after the request may have been sent.
+    Broken(String),
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transport::Timeout => f.write_str("timed out"),
+            Transport::NotConnected(m) => write!(f, "cannot connect: {m}"),
+            Transport::Broken(m) => write!(f, "connection failed: {m}"),
+        }
+    }
+}
+
+impl From<ureq::Error> for Transport {
+    fn from(e: ureq::Error) -> Transport {
+        use std::io::ErrorKind;
+        match e {
+            ureq::Error::Timeout(_) => Transport::Timeout,
+            ureq::Error::HostNotFound => Transport::NotConnected("host not found".to_string()),
+            ureq::Error::ConnectionFailed => Transport::NotConnected("connection failed".to_string()),
+            ureq::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable | ErrorKind::NotFound
+                ) =>
+            {
+                Transport::NotConnected(io.to_string())
+            }
+            ureq::Error::Io(io) if io.kind() == ErrorKind::TimedOut => Transport::Timeout,
+            ureq::Error::Tls(m) => Transport::NotConnected(format!("TLS: {m}")),
+            ureq::Error::Rustls(e) => Transport::NotConnected(format!("TLS: {e}")),
+            other => Transport::Broken(other.to_string()),
+        }
+    }
+}
+
+/// A response read in full.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub retry_after: Option<String>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// A one-line excerpt of a body that is not the expected JSON (an HTML error page from a
+    /// proxy, say): its `<title>` if it has one, else its first 120 characters.
+    pub fn excerpt(&self) -> String {
+        let body = self.body.trim();
+        let lower = body.to_ascii_lowercase();
+        let text = match (lower.find("<title>"), lower.find("</title>")) {
+            (Some(a), Some(b)) if b > a => &body[a + 7..b],
+            _ => body,
+        };
+        let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if one_line.is_empty() {
+            return "empty body".to_string();
+        }
+        let mut cut: String = one_line.chars().take(120).collect();
+        if cut.len() < one_line.len() {
+            cut.push('…');
+        }
+        format!("{:?}", cut)
+    }
+}
+
+/// Sends a request (built by `send` with the time left as its timeout) and reads the reply.
+pub fn exchange(
+    deadline: Deadline,
+    send: impl FnOnce(Duration) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Reply, Transport> {
+    let remaining = deadline.remaining().ok_or(Transport::Timeout)?;
+    let mut response = send(remaining)?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let content_type = header("content-type").unwrap_or_default();
+    let retry_after = header("retry-after");
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY)
+        .read_to_string()
+        .map_err(Transport::from)?;
+    Ok(Reply {
+        status,
+        content_type,
+        retry_after,
+        body,
+    })
+}
+
+/// A URL for messages: user and password are removed.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let host_part = &url[at + 1..];
+            if url[scheme_end + 3..at].contains('/') {
+                url.to_string()
+            } else {
+                format!("{}://{}", &url[..scheme_end], host_part)
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A random number in `[0, bound)`, for retry jitter; std's hasher keys are random per
+/// process, which is all jitter needs.
+pub fn jitter(bound: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let nanos = bound.as_nanos().max(1) as u64;
+    Duration::from_nanos(h.finish() % nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials_in_urls() {
+        assert_eq!(redact_url("https://user:pw@prom.example/api"), "https://prom.example/api");
+        assert_eq!(redact_url("https://prom.example/a@b"), "https://prom.example/a@b");
+        assert_eq!(redact_url("http://h:1"), "http://h:1");
+    }
+
+    #[test]
+    fn excerpt_prefers_the_html_title() {
+        let r = Reply {
+            status: 502,
+            content_type: "text/html".into(),
+            retry_after: None,
+            body: "<html><head><title>502 Bad\n Gateway</title></head><body>x</body></html>".into(),
+        };
+        assert_eq!(r.excerpt(), "\"502 Bad Gateway\"");
+        let long = Reply { body: "x".repeat(500), ..r };
+        assert!(long.excerpt().chars().count() < 130);
+    }
+
+    #[test]
+    fn deadline_in_the_past_has_nothing_left() {
+        let d = Deadline::after(Duration::ZERO);
+        assert_eq!(d.remaining(), None);
+        assert!(Deadline::after(Duration::from_secs(5)).remaining().is_some());
+        assert!(jitter(Duration::from_millis(10)) < Duration::from_millis(10));
+    }
+}

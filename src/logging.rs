@@ -1,0 +1,157 @@
+//! Log output on stderr: text lines (default) or JSON lines shaped like the Go program's
+//! (`level`, `msg`, then the attributes). `verbose` selects debug; `RUST_LOG` still works.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::kv::{Key, Value, VisitSource};
+use log::{Level, LevelFilter, Record};
+
+use crate::config::LogFormat;
+
+/// Installs the logger once; later calls do nothing.
+pub fn init(format: LogFormat, verbose: bool) {
+    let ours = if verbose { LevelFilter::Debug } else { LevelFilter::Info };
+    let mut builder = env_logger::Builder::new();
+    builder
+        .filter_level(LevelFilter::Warn)
+        .filter_module("fly_autoscaler", ours)
+        .target(env_logger::Target::Stderr);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.format(move |buf, record| {
+        // ureq-proto dumps raw request bytes, Authorization header included, at trace level:
+        // never let that through, whatever RUST_LOG says.
+        if record.level() == Level::Trace && record.target().starts_with("ureq") {
+            return Ok(());
+        }
+        let line = match format {
+            LogFormat::Text => text_line(record),
+            LogFormat::Json => json_line(record),
+        };
+        writeln!(buf, "{line}")
+    });
+    let _ = builder.try_init();
+}
+
+fn text_line(record: &Record) -> String {
+    let mut line = format!(
+        "{} {:<5} {}",
+        rfc3339_now(),
+        record.level(),
+        record.args()
+    );
+    let mut kv = TextKv(&mut line);
+    let _ = record.key_values().visit(&mut kv);
+    line
+}
+
+fn json_line(record: &Record) -> String {
+    let level = match record.level() {
+        Level::Error => "ERROR",
+        Level::Warn => "WARN",
+        Level::Info => "INFO",
+        Level::Debug | Level::Trace => "DEBUG",
+    };
+    // Built by hand to keep the Go key order: level, msg, then the attributes.
+    let mut line = format!(
+        "{{\"level\":\"{level}\",\"msg\":{}",
+        serde_json::Value::from(record.args().to_string())
+    );
+    let _ = record.key_values().visit(&mut JsonKv(&mut line));
+    line.push('}');
+    line
+}
+
+struct TextKv<'a>(&'a mut String);
+
+impl<'kvs> VisitSource<'kvs> for TextKv<'_> {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        let v = value.to_string();
+        if v.is_empty() || v.contains([' ', '"', '=']) {
+            self.0.push_str(&format!(" {key}={v:?}"));
+        } else {
+            self.0.push_str(&format!(" {key}={v}"));
+        }
+        Ok(())
+    }
+}
+
+struct JsonKv<'a>(&'a mut String);
+
+impl<'kvs> VisitSource<'kvs> for JsonKv<'_> {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        let json: serde_json::Value = if let Some(b) = value.to_bool() {
+            b.into()
+        } else if let Some(n) = value.to_u64() {
+            n.into()
+        } else if let Some(n) = value.to_i64() {
+            n.into()
+        } else if let Some(f) = value.to_f64().and_then(serde_json::Number::from_f64) {
+            f.into()
+        } else {
+            value.to_string().into()
+        };
+        self.0.push_str(&format!(",{}:{json}", serde_json::Value::from(key.as_str())));
+        Ok(())
+    }
+}
+
+/// The current UTC time as `2026-11-28T02:14:35.123Z`.
+fn rfc3339_now() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs();
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let days = (secs / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
+        now.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_look_like_the_go_program() {
+        let record = Record::builder()
+            .args(format_args!("machine started"))
+            .level(Level::Info)
+            .key_values(&[("app", "my-app"), ("id", "148e")])
+            .build();
+        assert_eq!(
+            json_line(&record),
+            r#"{"level":"INFO","msg":"machine started","app":"my-app","id":"148e"}"#
+        );
+    }
+
+    #[test]
+    fn text_lines_quote_values_with_spaces() {
+        let kvs: &[(&str, &dyn log::kv::ToValue)] = &[("app", &"a"), ("plan", &"start 2 of [1, 2]"), ("ok", &2u64)];
+        let record = Record::builder()
+            .args(format_args!("reconciled"))
+            .level(Level::Info)
+            .key_values(&kvs)
+            .build();
+        let line = text_line(&record);
+        assert!(line.ends_with(" INFO  reconciled app=a plan=\"start 2 of [1, 2]\" ok=2"), "{line}");
+    }
+
+    #[test]
+    fn timestamp_format() {
+        let t = rfc3339_now();
+        assert_eq!(t.len(), 24);
+        assert!(t.starts_with("20") && t.ends_with('Z'));
+    }
+}

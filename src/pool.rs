@@ -1,0 +1,302 @@
+//! The scheduler and its fixed pool of `concurrency` worker threads.
+//!
+//! Every `interval` the scheduler hands each managed app to the workers, starting at once
+//! (the Go program waited one interval). An app is never reconciled twice at the same time: if
+//! its previous reconcile is still queued or running when its next tick comes, the tick is
+//! skipped and counted. With a wildcard app name, the organization's app list is refreshed
+//! every `app_list_refresh_interval`; a failed refresh keeps the last known list.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::http::Deadline;
+use crate::reconcile::{AppState, Outcome, Reconciler};
+use crate::wildcard;
+
+/// A stop request shared by the signal handler, the scheduler and the workers.
+#[derive(Default)]
+pub struct Shutdown {
+    requested: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Shutdown {
+    pub fn request(&self) {
+        *self.requested.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    pub fn is_requested(&self) -> bool {
+        *self.requested.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleeps up to `d`; returns early (true) when shutdown is requested.
+    pub fn wait(&self, d: Duration) -> bool {
+        let guard = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .wake
+            .wait_timeout_while(guard, d, |stop| !*stop)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+/// Which apps to manage.
+#[derive(Debug, Clone)]
+pub struct Apps {
+    /// An app name, or a pattern with `*`.
+    pub name: String,
+    /// Organization slug, needed for a pattern.
+    pub org: String,
+    pub refresh_interval: Duration,
+}
+
+impl Apps {
+    /// The current app names: the name itself, or the org's apps matching the pattern.
+    fn resolve(&self, reconciler: &Reconciler) -> Result<Vec<String>, String> {
+        if !wildcard::is_pattern(&self.name) {
+            return Ok(vec![self.name.clone()]);
+        }
+        let all = reconciler
+            .machines
+            .list_org_apps(&self.org, Deadline::after(reconciler.timeout))
+            .map_err(|e| e.to_string())?;
+        Ok(all.into_iter().filter(|a| wildcard::matches(&self.name, a)).collect())
+    }
+}
+
+/// A managed app: its state between reconciles and whether a reconcile is pending.
+struct Slot {
+    busy: AtomicBool,
+    active: AtomicBool,
+    state: Mutex<AppState>,
+}
+
+struct Job {
+    app: String,
+    slot: Arc<Slot>,
+}
+
+/// The worker threads; each reports the result of every job on `results`.
+struct Workers {
+    jobs: Option<mpsc::Sender<Job>>,
+    done: mpsc::Receiver<()>,
+    count: usize,
+}
+
+impl Workers {
+    fn start(
+        count: usize,
+        reconciler: &Arc<Reconciler>,
+        shutdown: &Arc<Shutdown>,
+        results: mpsc::Sender<(String, bool)>,
+    ) -> Workers {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let (done_tx, done) = mpsc::channel();
+        for i in 0..count {
+            let (queue, reconciler, shutdown, results, done_tx) = (
+                Arc::clone(&queue),
+                Arc::clone(reconciler),
+                Arc::clone(shutdown),
+                results.clone(),
+                done_tx.clone(),
+            );
+            thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(job) = job else { break };
+                        let ok = if shutdown.is_requested() || !job.slot.active.load(Ordering::SeqCst) {
+                            log::debug!(app = job.app.as_str(); "reconcile not started: shutting down or app removed");
+                            false
+                        } else {
+                            // A bug in one reconcile must not take a worker (and its app) down.
+                            let run = || reconciler.reconcile(&job.app, &job.slot.state);
+                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+                                Ok(result) => matches!(
+                                    result,
+                                    Ok(Outcome::Applied { failed: 0, .. } | Outcome::DeployInProgress)
+                                ),
+                                Err(_) => false,
+                            }
+                        };
+                        job.slot.busy.store(false, Ordering::SeqCst);
+                        let _ = results.send((job.app, ok));
+                    }
+                    let _ = done_tx.send(());
+                })
+                .expect("spawning a worker thread");
+        }
+        Workers {
+            jobs: Some(jobs),
+            done,
+            count,
+        }
+    }
+
+    /// Queues `app` unless its previous reconcile is still pending; false if skipped.
+    fn submit(&self, app: &str, slot: &Arc<Slot>) -> bool {
+        if slot.busy.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Job {
+                app: app.to_string(),
+                slot: Arc::clone(slot),
+            });
+        }
+        true
+    }
+
+    /// Lets queued work drain and waits for the workers, up to `grace`. Returns whether they
+    /// all finished in time.
+    fn finish(mut self, grace: Duration) -> bool {
+        self.jobs = None;
+        let deadline = Instant::now() + grace;
+        for _ in 0..self.count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.done.recv_timeout(left).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn new_slot() -> Arc<Slot> {
+    Arc::new(Slot {
+        busy: AtomicBool::new(false),
+        active: AtomicBool::new(true),
+        state: Mutex::new(AppState::default()),
+    })
+}
+
+/// `serve --once`: one reconcile of every app, `concurrency` at a time. True if every app
+/// reconciled without error.
+pub fn run_once(reconciler: Arc<Reconciler>, apps: &Apps, concurrency: usize, shutdown: &Arc<Shutdown>) -> bool {
+    let names = match apps.resolve(&reconciler) {
+        Ok(names) => names,
+        Err(e) => {
+            log::error!("app list update failed: {e}");
+            return false;
+        }
+    };
+    if names.is_empty() {
+        log::warn!(pattern = apps.name.as_str(); "no app matches; nothing to reconcile");
+    }
+    reconciler.telemetry.managed_apps(names.len());
+    let (results_tx, results) = mpsc::channel();
+    let workers = Workers::start(concurrency.max(1), &reconciler, shutdown, results_tx);
+    for name in &names {
+        workers.submit(name, &new_slot());
+    }
+    let finished = workers.finish(reconciler.timeout + Duration::from_secs(5));
+    let ok = results.try_iter().filter(|(_, ok)| *ok).count();
+    finished && ok == names.len()
+}
+
+/// `serve`: reconciles every app each interval until shutdown is requested, then waits up to
+/// `grace` for running reconciles.
+pub fn run(
+    reconciler: Arc<Reconciler>,
+    apps: &Apps,
+    concurrency: usize,
+    interval: Duration,
+    shutdown: &Arc<Shutdown>,
+    grace: Duration,
+) {
+    let (results_tx, results) = mpsc::channel();
+    let workers = Workers::start(concurrency.max(1), &reconciler, shutdown, results_tx);
+    let telemetry = Arc::clone(&reconciler.telemetry);
+    let mut slots: BTreeMap<String, Arc<Slot>> = BTreeMap::new();
+    let mut next_tick = Instant::now();
+    let mut next_refresh = Instant::now();
+    let mut refreshed_once = false;
+    while !shutdown.is_requested() {
+        telemetry.heartbeat();
+        let now = Instant::now();
+        if now >= next_refresh || !refreshed_once {
+            refresh(&reconciler, apps, &mut slots);
+            refreshed_once = true;
+            next_refresh = Instant::now() + apps.refresh_interval;
+        }
+        if now >= next_tick {
+            for (app, slot) in &slots {
+                if !workers.submit(app, slot) {
+                    log::warn!(app = app.as_str(); "previous reconcile still running, skipping this tick");
+                    telemetry.tick_skipped(app, "busy");
+                }
+            }
+            // Late ticks are dropped, not queued: the next one is a whole interval away.
+            next_tick += interval;
+            if next_tick <= now {
+                next_tick = now + interval;
+            }
+        }
+        results.try_iter().for_each(drop);
+        let wake = next_tick.min(next_refresh).min(Instant::now() + Duration::from_secs(1));
+        shutdown.wait(wake.saturating_duration_since(Instant::now()));
+    }
+    log::info!("signal received, shutting down");
+    if !workers.finish(grace) {
+        log::warn!(grace_s = grace.as_secs(); "reconciles still running after the shutdown grace period; exiting anyway");
+    }
+}
+
+/// Brings `slots` in line with the current app list; on failure the last list is kept.
+fn refresh(reconciler: &Reconciler, apps: &Apps, slots: &mut BTreeMap<String, Arc<Slot>>) {
+    let names = match apps.resolve(reconciler) {
+        Ok(names) => names,
+        Err(e) => {
+            log::error!("app list update failed, keeping the last list: {e}");
+            return;
+        }
+    };
+    slots.retain(|app, slot| {
+        let keep = names.contains(app);
+        if !keep {
+            log::info!(app = app.as_str(); "app no longer matches, stopped managing it");
+            slot.active.store(false, Ordering::SeqCst);
+            reconciler.telemetry.forget_app(app);
+        }
+        keep
+    });
+    for name in names {
+        slots.entry(name).or_insert_with_key(|app| {
+            log::info!(app = app.as_str(); "managing app");
+            new_slot()
+        });
+    }
+    reconciler.telemetry.managed_apps(slots.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_wakes_waiters() {
+        let s = Arc::new(Shutdown::default());
+        let waiter = {
+            let s = Arc::clone(&s);
+            thread::spawn(move || {
+                let started = Instant::now();
+                let woke = s.wait(Duration::from_secs(30));
+                (woke, started.elapsed())
+            })
+        };
+        thread::sleep(Duration::from_millis(20));
+        s.request();
+        let (woke, took) = waiter.join().unwrap();
+        assert!(woke);
+        assert!(took < Duration::from_secs(5));
+        assert!(s.is_requested());
+        assert!(!Shutdown::default().wait(Duration::from_millis(1)));
+    }
+}

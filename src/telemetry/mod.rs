@@ -1,0 +1,395 @@
+//! The autoscaler's own metrics, kept in memory and rendered in the Prometheus text format
+//! 0.0.4 for `/metrics`.
+//!
+//! The Go program's three families keep their names and `status` labels so existing
+//! dashboards work. They are declared `untyped`: their names lack `_total`, which promtool
+//! rejects for counters, and PromQL treats both alike. Everything else follows Prometheus'
+//! naming rules and carries an `app` label.
+
+mod process;
+mod server;
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use server::MetricsServer;
+
+use crate::plan::{Current, TargetCounts};
+
+/// Buckets of `fas_reconcile_duration_seconds`.
+const DURATION_BUCKETS: [f64; 11] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Untyped,
+}
+
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    series: BTreeMap<Vec<(&'static str, String)>, f64>,
+}
+
+/// A machine operation, for the per-machine counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineOp {
+    Create,
+    Destroy,
+    Start,
+    Stop,
+}
+
+impl MachineOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineOp::Create => "create",
+            MachineOp::Destroy => "destroy",
+            MachineOp::Start => "start",
+            MachineOp::Stop => "stop",
+        }
+    }
+}
+
+/// All metrics of one process.
+pub struct Telemetry {
+    families: Mutex<Vec<Family>>,
+    durations: Mutex<Histogram>,
+    started: Instant,
+    /// Milliseconds since `started` when the scheduler last proved it is alive.
+    heartbeat_ms: AtomicU64,
+}
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; DURATION_BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+const GO_START: &str = "fas_machine_start_count";
+const GO_STOP: &str = "fas_machine_stop_count";
+const GO_RECONCILE: &str = "fas_reconcile_count";
+const ACTIONS: &str = "fas_machine_actions_total";
+const RECONCILES: &str = "fas_reconciles_total";
+const ERRORS: &str = "fas_reconcile_errors_total";
+const SKIPPED: &str = "fas_skipped_ticks_total";
+const METRIC_VALUE: &str = "fas_metric_value";
+const TARGET: &str = "fas_target_machines";
+const MACHINES: &str = "fas_machines";
+const APPS: &str = "fas_managed_apps";
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Telemetry {
+        let family = |name, kind, help| Family {
+            name,
+            help,
+            kind,
+            series: BTreeMap::new(),
+        };
+        let mut families = vec![
+            family(GO_START, Kind::Untyped, "Machines started (ok) or that failed to start (failed); Go fly-autoscaler name."),
+            family(GO_STOP, Kind::Untyped, "Machines stopped (ok) or that failed to stop (failed); Go fly-autoscaler name."),
+            family(GO_RECONCILE, Kind::Untyped, "Reconciles by the action taken; Go fly-autoscaler name."),
+            family(ACTIONS, Kind::Counter, "Machine operations by app, operation and outcome."),
+            family(RECONCILES, Kind::Counter, "Completed reconciles by app and the action taken."),
+            family(ERRORS, Kind::Counter, "Reconciles that failed, by app and kind of failure."),
+            family(SKIPPED, Kind::Counter, "Ticks on which an app was not reconciled, by reason."),
+            family(METRIC_VALUE, Kind::Gauge, "Last collected value of each metric, per app."),
+            family(TARGET, Kind::Gauge, "Target machine counts from the expressions (created/started, min/max)."),
+            family(MACHINES, Kind::Gauge, "Managed machines by state at the last reconcile (created = all states)."),
+            family(APPS, Kind::Gauge, "Apps currently being reconciled."),
+        ];
+        // The Go program exported these from start-up, at zero.
+        for (name, statuses) in [
+            (GO_START, &["ok", "failed"][..]),
+            (GO_STOP, &["ok", "failed"][..]),
+            (GO_RECONCILE, &["create", "destroy", "start", "stop", "no_scale"][..]),
+        ] {
+            let f = families.iter_mut().find(|f| f.name == name).expect("declared above");
+            for s in statuses {
+                f.series.insert(vec![("status", s.to_string())], 0.0);
+            }
+        }
+        Telemetry {
+            families: Mutex::new(families),
+            durations: Mutex::new(Histogram::default()),
+            started: Instant::now(),
+            heartbeat_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn update(&self, name: &str, labels: &[(&'static str, &str)], f: impl FnOnce(&mut f64)) {
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(family) = families.iter_mut().find(|x| x.name == name) {
+            let key = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+            f(family.series.entry(key).or_insert(0.0));
+        }
+    }
+
+    fn inc(&self, name: &str, labels: &[(&'static str, &str)]) {
+        self.update(name, labels, |v| *v += 1.0);
+    }
+
+    fn set(&self, name: &str, labels: &[(&'static str, &str)], value: f64) {
+        self.update(name, labels, |v| *v = value);
+    }
+
+    /// One machine operation and its outcome.
+    pub fn machine_op(&self, app: &str, op: MachineOp, ok: bool) {
+        let status = if ok { "ok" } else { "failed" };
+        self.inc(ACTIONS, &[("app", app), ("op", op.as_str()), ("status", status)]);
+        match op {
+            MachineOp::Start => self.inc(GO_START, &[("status", status)]),
+            MachineOp::Stop => self.inc(GO_STOP, &[("status", status)]),
+            MachineOp::Create | MachineOp::Destroy => {}
+        }
+    }
+
+    /// A completed reconcile and the action it took (`create`, …, `no_scale`).
+    pub fn reconciled(&self, app: &str, action: &str, took: Duration) {
+        self.inc(GO_RECONCILE, &[("status", action)]);
+        self.inc(RECONCILES, &[("app", app), ("action", action)]);
+        self.observe_duration(took);
+    }
+
+    /// A reconcile that failed before acting.
+    pub fn reconcile_failed(&self, app: &str, kind: &str, took: Duration) {
+        self.inc(ERRORS, &[("app", app), ("kind", kind)]);
+        self.observe_duration(took);
+    }
+
+    /// A tick on which `app` was not reconciled (`busy`, `deploy_in_progress`, …).
+    pub fn tick_skipped(&self, app: &str, reason: &str) {
+        self.inc(SKIPPED, &[("app", app), ("reason", reason)]);
+    }
+
+    pub fn metric_value(&self, app: &str, metric: &str, value: f64) {
+        self.set(METRIC_VALUE, &[("app", app), ("metric", metric)], value);
+    }
+
+    pub fn targets(&self, app: &str, t: &TargetCounts) {
+        for (state, bounds) in [("created", t.created), ("started", t.started)] {
+            for (bound, value) in [("min", bounds.min), ("max", bounds.max)] {
+                let labels = [("app", app), ("state", state), ("bound", bound)];
+                match value {
+                    Some(v) => self.set(TARGET, &labels, f64::from(v)),
+                    None => self.remove(TARGET, &labels),
+                }
+            }
+        }
+    }
+
+    pub fn current(&self, app: &str, c: &Current) {
+        for (state, n) in [
+            ("created", c.created),
+            ("started", c.started),
+            ("stopped", c.stopped),
+            ("suspended", c.suspended),
+        ] {
+            self.set(MACHINES, &[("app", app), ("state", state)], n as f64);
+        }
+    }
+
+    pub fn managed_apps(&self, n: usize) {
+        self.set(APPS, &[], n as f64);
+    }
+
+    fn remove(&self, name: &str, labels: &[(&'static str, &str)]) {
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(family) = families.iter_mut().find(|x| x.name == name) {
+            let key: Vec<(&'static str, String)> =
+                labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+            family.series.remove(&key);
+        }
+    }
+
+    /// Drops every series of an app that is no longer managed.
+    pub fn forget_app(&self, app: &str) {
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        for family in families.iter_mut() {
+            family
+                .series
+                .retain(|labels, _| !labels.iter().any(|(k, v)| *k == "app" && v == app));
+        }
+    }
+
+    fn observe_duration(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut h = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+
+    /// Called by the scheduler loop at least every second.
+    pub fn heartbeat(&self) {
+        self.heartbeat_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the scheduler loop has beaten within `max_age`.
+    pub fn is_alive(&self, max_age: Duration) -> bool {
+        let last = Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last) <= max_age
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        {
+            let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+            for f in families.iter() {
+                let kind = match f.kind {
+                    Kind::Counter => "counter",
+                    Kind::Gauge => "gauge",
+                    Kind::Untyped => "untyped",
+                };
+                header(&mut out, f.name, f.help, kind);
+                for (labels, value) in &f.series {
+                    sample(&mut out, f.name, labels, *value);
+                }
+            }
+        }
+        {
+            let h = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+            let name = "fas_reconcile_duration_seconds";
+            header(&mut out, name, "Time taken by reconciles, from release check to the last machine call.", "histogram");
+            for (bound, count) in DURATION_BUCKETS.iter().zip(h.counts) {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum {}", format_value(h.sum));
+            let _ = writeln!(out, "{name}_count {}", h.count);
+        }
+        header(&mut out, "fas_build_info", "Version of the running autoscaler.", "gauge");
+        let _ = writeln!(
+            out,
+            "fas_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            escape(env!("CARGO_PKG_VERSION")),
+            escape(option_env!("FAS_COMMIT").unwrap_or("unknown"))
+        );
+        header(&mut out, "fas_uptime_seconds", "Seconds since the process started.", "gauge");
+        let _ = writeln!(out, "fas_uptime_seconds {}", format_value(self.started.elapsed().as_secs_f64()));
+        process::render(&mut out);
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&'static str, String)], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape(v));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {}", format_value(value));
+}
+
+/// Label-value escaping of the text format: backslash, quote and newline only.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Bounds;
+
+    #[test]
+    fn go_families_exist_from_start_at_zero() {
+        let text = Telemetry::new().render();
+        for line in [
+            "fas_machine_start_count{status=\"ok\"} 0",
+            "fas_machine_start_count{status=\"failed\"} 0",
+            "fas_machine_stop_count{status=\"ok\"} 0",
+            "fas_reconcile_count{status=\"no_scale\"} 0",
+            "# TYPE fas_reconcile_count untyped",
+        ] {
+            assert!(text.contains(line), "missing {line}");
+        }
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn counts_and_forgets_apps() {
+        let t = Telemetry::new();
+        t.machine_op("a", MachineOp::Start, true);
+        t.machine_op("a", MachineOp::Start, false);
+        t.machine_op("b", MachineOp::Create, true);
+        t.reconciled("a", "start", Duration::from_millis(20));
+        t.metric_value("a", "queue\"depth", f64::NAN);
+        t.targets(
+            "a",
+            &TargetCounts {
+                created: Bounds::default(),
+                started: Bounds { min: Some(2), max: Some(3) },
+            },
+        );
+        let text = t.render();
+        for line in [
+            "fas_machine_start_count{status=\"ok\"} 1",
+            "fas_machine_start_count{status=\"failed\"} 1",
+            "fas_machine_actions_total{app=\"a\",op=\"start\",status=\"ok\"} 1",
+            "fas_machine_actions_total{app=\"b\",op=\"create\",status=\"ok\"} 1",
+            "fas_reconcile_count{status=\"start\"} 1",
+            "fas_reconciles_total{app=\"a\",action=\"start\"} 1",
+            "fas_metric_value{app=\"a\",metric=\"queue\\\"depth\"} NaN",
+            "fas_target_machines{app=\"a\",state=\"started\",bound=\"max\"} 3",
+            "fas_reconcile_duration_seconds_bucket{le=\"0.05\"} 1",
+            "fas_reconcile_duration_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("state=\"created\",bound=\"min\""), "unset targets are absent");
+        t.forget_app("a");
+        let text = t.render();
+        assert!(!text.contains("app=\"a\""));
+        assert!(text.contains("app=\"b\""));
+        assert!(text.contains("fas_machine_start_count{status=\"ok\"} 1"), "global counters stay");
+    }
+
+    #[test]
+    fn heartbeat() {
+        let t = Telemetry::new();
+        t.heartbeat();
+        assert!(t.is_alive(Duration::from_secs(1)));
+    }
+}
