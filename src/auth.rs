@@ -19,7 +19,11 @@ pub fn fly_api(token: &Secret) -> Option<String> {
 /// Same scheme choice for GraphQL, but every token is sent, macaroons first.
 pub fn fly_graphql(token: &Secret) -> Option<String> {
     let (macaroons, others) = split_fly_token(token.expose());
-    let scheme = if macaroons.is_empty() { "Bearer" } else { "FlyV1" };
+    let scheme = if macaroons.is_empty() {
+        "Bearer"
+    } else {
+        "FlyV1"
+    };
     let all: Vec<&str> = macaroons.into_iter().chain(others).collect();
     (!all.is_empty()).then(|| format!("{scheme} {}", all.join(",")))
 }
@@ -90,10 +94,18 @@ mod tests {
     #[test]
     fn fly_go_rules() {
         let cases = [
-            ("FlyV1 fm2_AAA,fm2_BBB", "FlyV1 fm2_AAA,fm2_BBB", "FlyV1 fm2_AAA,fm2_BBB"),
+            (
+                "FlyV1 fm2_AAA,fm2_BBB",
+                "FlyV1 fm2_AAA,fm2_BBB",
+                "FlyV1 fm2_AAA,fm2_BBB",
+            ),
             ("fm2_AAA", "FlyV1 fm2_AAA", "FlyV1 fm2_AAA"),
             ("Bearer 0123abcd", "Bearer 0123abcd", "Bearer 0123abcd"),
-            ("fm2_AAA,fo1_user", "FlyV1 fm2_AAA", "FlyV1 fm2_AAA,fo1_user"),
+            (
+                "fm2_AAA,fo1_user",
+                "FlyV1 fm2_AAA",
+                "FlyV1 fm2_AAA,fo1_user",
+            ),
             ("FlyV1 Bearer x", "Bearer x", "Bearer x"),
         ];
         for (token, flaps, graphql) in cases {
@@ -105,7 +117,10 @@ mod tests {
 
     #[test]
     fn prometheus_rules() {
-        assert_eq!(prometheus(&s("FlyV1 fm2_x")).as_deref(), Some("FlyV1 fm2_x"));
+        assert_eq!(
+            prometheus(&s("FlyV1 fm2_x")).as_deref(),
+            Some("FlyV1 fm2_x")
+        );
         assert_eq!(prometheus(&s("fm2_x")).as_deref(), Some("FlyV1 fm2_x"));
         assert_eq!(prometheus(&s("abc")).as_deref(), Some("Bearer abc"));
         assert_eq!(prometheus(&s("Bearer abc")).as_deref(), Some("Bearer abc"));

@@ -216,7 +216,10 @@ impl Config {
         let durations: [(&'static str, &mut Duration); 4] = [
             ("FAS_INTERVAL", &mut c.interval),
             ("FAS_TIMEOUT", &mut c.timeout),
-            ("FAS_APP_LIST_REFRESH_INTERVAL", &mut c.app_list_refresh_interval),
+            (
+                "FAS_APP_LIST_REFRESH_INTERVAL",
+                &mut c.app_list_refresh_interval,
+            ),
             (
                 "FAS_DEPLOY_GUARD_FAIL_OPEN_AFTER",
                 &mut c.deploy_guard_fail_open_after,
@@ -370,9 +373,7 @@ impl Config {
             let key = |prefix: &str| format!("{prefix}{word}-machine-count");
             if set(single) && (set(min) || set(max)) {
                 return Err(invalid(
-                    format!(
-                        "cannot define {word} machine count and min/max {word} machine count"
-                    ),
+                    format!("cannot define {word} machine count and min/max {word} machine count"),
                     format!(
                         "remove either {} or both {} and {}",
                         key(""),
@@ -408,8 +409,9 @@ impl Config {
             ));
         }
         for (i, c) in self.metric_collectors.iter().enumerate() {
-            c.validate()
-                .map_err(|(message, hint)| invalid(format!("metric-collectors[{i}]: {message}"), hint))?;
+            c.validate().map_err(|(message, hint)| {
+                invalid(format!("metric-collectors[{i}]: {message}"), hint)
+            })?;
             if let Some(j) = self.metric_collectors[..i]
                 .iter()
                 .position(|other| other.metric_name == c.metric_name)

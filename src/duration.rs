@@ -40,7 +40,11 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
             "m" => 60e9,
             "h" => 3600e9,
             "" => return Err("missing unit (use ns, us, ms, s, m or h)".to_string()),
-            other => return Err(format!("unknown unit {other:?} (use ns, us, ms, s, m or h)")),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} (use ns, us, ms, s, m or h)"
+                ));
+            }
         };
         let value: f64 = number
             .parse()
@@ -116,8 +120,16 @@ mod tests {
         assert_eq!(parse_go_duration("-5s"), Ok(-5 * s));
         assert_eq!(parse_go_duration("0"), Ok(0));
         assert_eq!(parse_go_duration(".5s"), Ok(s / 2));
-        assert!(parse_go_duration("15").unwrap_err().contains("missing unit"));
-        assert!(parse_go_duration("1d").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_go_duration("15")
+                .unwrap_err()
+                .contains("missing unit")
+        );
+        assert!(
+            parse_go_duration("1d")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration("1 s").is_err());
         assert!(parse_go_duration("s").is_err());

@@ -115,9 +115,14 @@ mod tests {
     #[test]
     fn query_expansion_matches_go_tests() {
         assert_eq!(expand_query("foo", "my-app"), "foo");
-        assert_eq!(expand_query("foo $APP_NAME bar", "my-app"), "foo my-app bar");
+        assert_eq!(
+            expand_query("foo $APP_NAME bar", "my-app"),
+            "foo my-app bar"
+        );
         assert_eq!(expand_query("foo${APP_NAME}bar", "my-app"), "foomy-appbar");
-        assert_eq!(expand_query("label_replace(x, \"a\", \"$$1\")", "a"), "label_replace(x, \"a\", \"$1\")");
+        assert_eq!(
+            expand_query("label_replace(x, \"a\", \"$$1\")", "a"),
+            "label_replace(x, \"a\", \"$1\")"
+        );
     }
-
 }

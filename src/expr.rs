@@ -55,7 +55,9 @@ pub enum ExprError {
 impl fmt::Display for ExprError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExprError::Syntax { expr, detail } => write!(f, "invalid expression {expr:?}: {detail}"),
+            ExprError::Syntax { expr, detail } => {
+                write!(f, "invalid expression {expr:?}: {detail}")
+            }
             ExprError::Unsupported {
                 expr,
                 construct,
@@ -227,7 +229,11 @@ pub struct TargetError {
 
 impl fmt::Display for TargetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot calculate {} machine count: {}", self.which, self.error)
+        write!(
+            f,
+            "cannot calculate {} machine count: {}",
+            self.which, self.error
+        )
     }
 }
 
@@ -264,12 +270,13 @@ impl TargetExprs {
     /// Evaluates in the Go order (min/max created, then min/max started); created bounds are
     /// raised to at least 1, since a machine must remain to clone from.
     pub fn evaluate(&self, metrics: &MetricValues) -> Result<TargetCounts, TargetError> {
-        let eval = |e: &Option<Expression>, which: &'static str| -> Result<Option<u32>, TargetError> {
-            e.as_ref()
-                .map(|e| e.eval(metrics))
-                .transpose()
-                .map_err(|error| TargetError { which, error })
-        };
+        let eval =
+            |e: &Option<Expression>, which: &'static str| -> Result<Option<u32>, TargetError> {
+                e.as_ref()
+                    .map(|e| e.eval(metrics))
+                    .transpose()
+                    .map_err(|error| TargetError { which, error })
+            };
         let at_least_one = |v: Option<u32>| v.map(|n| n.max(1));
         Ok(TargetCounts {
             created: Bounds {
@@ -339,11 +346,41 @@ const MANY: usize = usize::MAX;
 
 /// expr-lang's numeric builtins, then the replacements for its operators.
 const FUNCTIONS: &[Function] = &[
-    Function { name: "abs", min_args: 1, max_args: 1, usage: "abs(x)", eval: |a| a[0].abs() },
-    Function { name: "ceil", min_args: 1, max_args: 1, usage: "ceil(x)", eval: |a| a[0].ceil() },
-    Function { name: "floor", min_args: 1, max_args: 1, usage: "floor(x)", eval: |a| a[0].floor() },
-    Function { name: "round", min_args: 1, max_args: 1, usage: "round(x)", eval: |a| a[0].round() },
-    Function { name: "int", min_args: 1, max_args: 1, usage: "int(x)", eval: |a| a[0].trunc() },
+    Function {
+        name: "abs",
+        min_args: 1,
+        max_args: 1,
+        usage: "abs(x)",
+        eval: |a| a[0].abs(),
+    },
+    Function {
+        name: "ceil",
+        min_args: 1,
+        max_args: 1,
+        usage: "ceil(x)",
+        eval: |a| a[0].ceil(),
+    },
+    Function {
+        name: "floor",
+        min_args: 1,
+        max_args: 1,
+        usage: "floor(x)",
+        eval: |a| a[0].floor(),
+    },
+    Function {
+        name: "round",
+        min_args: 1,
+        max_args: 1,
+        usage: "round(x)",
+        eval: |a| a[0].round(),
+    },
+    Function {
+        name: "int",
+        min_args: 1,
+        max_args: 1,
+        usage: "int(x)",
+        eval: |a| a[0].trunc(),
+    },
     Function {
         name: "min",
         min_args: 1,
@@ -372,12 +409,48 @@ const FUNCTIONS: &[Function] = &[
         usage: "if(cond, then, else)",
         eval: |a| if truth(a[0]) { a[1] } else { a[2] },
     },
-    Function { name: "gt", min_args: 2, max_args: 2, usage: "gt(a, b)", eval: |a| flag(a[0] > a[1]) },
-    Function { name: "ge", min_args: 2, max_args: 2, usage: "ge(a, b)", eval: |a| flag(a[0] >= a[1]) },
-    Function { name: "lt", min_args: 2, max_args: 2, usage: "lt(a, b)", eval: |a| flag(a[0] < a[1]) },
-    Function { name: "le", min_args: 2, max_args: 2, usage: "le(a, b)", eval: |a| flag(a[0] <= a[1]) },
-    Function { name: "eq", min_args: 2, max_args: 2, usage: "eq(a, b)", eval: |a| flag(a[0] == a[1]) },
-    Function { name: "ne", min_args: 2, max_args: 2, usage: "ne(a, b)", eval: |a| flag(a[0] != a[1]) },
+    Function {
+        name: "gt",
+        min_args: 2,
+        max_args: 2,
+        usage: "gt(a, b)",
+        eval: |a| flag(a[0] > a[1]),
+    },
+    Function {
+        name: "ge",
+        min_args: 2,
+        max_args: 2,
+        usage: "ge(a, b)",
+        eval: |a| flag(a[0] >= a[1]),
+    },
+    Function {
+        name: "lt",
+        min_args: 2,
+        max_args: 2,
+        usage: "lt(a, b)",
+        eval: |a| flag(a[0] < a[1]),
+    },
+    Function {
+        name: "le",
+        min_args: 2,
+        max_args: 2,
+        usage: "le(a, b)",
+        eval: |a| flag(a[0] <= a[1]),
+    },
+    Function {
+        name: "eq",
+        min_args: 2,
+        max_args: 2,
+        usage: "eq(a, b)",
+        eval: |a| flag(a[0] == a[1]),
+    },
+    Function {
+        name: "ne",
+        min_args: 2,
+        max_args: 2,
+        usage: "ne(a, b)",
+        eval: |a| flag(a[0] != a[1]),
+    },
     Function {
         name: "and",
         min_args: 2,
@@ -392,11 +465,21 @@ const FUNCTIONS: &[Function] = &[
         usage: "or(a, b, ...)",
         eval: |a| flag(a.iter().any(|x| truth(*x))),
     },
-    Function { name: "not", min_args: 1, max_args: 1, usage: "not(x)", eval: |a| flag(!truth(a[0])) },
+    Function {
+        name: "not",
+        min_args: 1,
+        max_args: 1,
+        usage: "not(x)",
+        eval: |a| flag(!truth(a[0])),
+    },
 ];
 
 fn function_names() -> String {
-    FUNCTIONS.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+    FUNCTIONS
+        .iter()
+        .map(|f| f.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Metric values and the function table, for meval.
@@ -435,7 +518,10 @@ fn unsupported_construct(s: &str) -> Option<(&'static str, &'static str)> {
     while i < b.len() {
         let two = s.get(i..i + 2).unwrap_or("");
         let found = match two {
-            "??" => Some(("the \"??\" operator", "metrics are never nil; remove \"?? default\"")),
+            "??" => Some((
+                "the \"??\" operator",
+                "metrics are never nil; remove \"?? default\"",
+            )),
             ">=" => Some(("the \">=\" operator", "write ge(a, b)")),
             "<=" => Some(("the \"<=\" operator", "write le(a, b)")),
             "==" => Some(("the \"==\" operator", "write eq(a, b)")),
@@ -459,7 +545,10 @@ fn unsupported_construct(s: &str) -> Option<(&'static str, &'static str)> {
                 "a string literal",
                 "expressions work on numbers only; use metric names and numbers",
             )),
-            b'[' | b']' => Some(("an array", "use min(a, b, ...) or max(a, b, ...) on numbers")),
+            b'[' | b']' => Some((
+                "an array",
+                "use min(a, b, ...) or max(a, b, ...) on numbers",
+            )),
             b'|' => Some(("a pipe", "call functions directly, e.g. ceil(x)")),
             b'.' if !(i > 0 && b[i - 1].is_ascii_digit()
                 || i + 1 < b.len() && b[i + 1].is_ascii_digit()) =>
@@ -516,7 +605,10 @@ fn describe_meval_error(e: &meval::Error) -> String {
             format!("unexpected input at character {}", i + 1)
         }
         meval::Error::ParseError(ParseError::MissingRParen(n)) => {
-            format!("missing {n} closing parenthes{}", if *n == 1 { "is" } else { "es" })
+            format!(
+                "missing {n} closing parenthes{}",
+                if *n == 1 { "is" } else { "es" }
+            )
         }
         meval::Error::ParseError(ParseError::MissingArgument) => {
             "incomplete expression: an operand is missing at the end".to_string()

@@ -73,11 +73,15 @@ impl From<ureq::Error> for Transport {
         match e {
             ureq::Error::Timeout(_) => Transport::Timeout,
             ureq::Error::HostNotFound => Transport::NotConnected("host not found".to_string()),
-            ureq::Error::ConnectionFailed => Transport::NotConnected("connection failed".to_string()),
+            ureq::Error::ConnectionFailed => {
+                Transport::NotConnected("connection failed".to_string())
+            }
             ureq::Error::Io(io)
                 if matches!(
                     io.kind(),
-                    ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable | ErrorKind::NotFound
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::AddrNotAvailable
+                        | ErrorKind::NotFound
                 ) =>
             {
                 Transport::NotConnected(io.to_string())
@@ -186,8 +190,14 @@ mod tests {
 
     #[test]
     fn redacts_credentials_in_urls() {
-        assert_eq!(redact_url("https://user:pw@prom.example/api"), "https://prom.example/api");
-        assert_eq!(redact_url("https://prom.example/a@b"), "https://prom.example/a@b");
+        assert_eq!(
+            redact_url("https://user:pw@prom.example/api"),
+            "https://prom.example/api"
+        );
+        assert_eq!(
+            redact_url("https://prom.example/a@b"),
+            "https://prom.example/a@b"
+        );
         assert_eq!(redact_url("http://h:1"), "http://h:1");
     }
 
@@ -200,7 +210,10 @@ mod tests {
             body: "<html><head><title>502 Bad\n Gateway</title></head><body>x</body></html>".into(),
         };
         assert_eq!(r.excerpt(), "\"502 Bad Gateway\"");
-        let long = Reply { body: "x".repeat(500), ..r };
+        let long = Reply {
+            body: "x".repeat(500),
+            ..r
+        };
         assert!(long.excerpt().chars().count() < 130);
     }
 
@@ -208,7 +221,11 @@ mod tests {
     fn deadline_in_the_past_has_nothing_left() {
         let d = Deadline::after(Duration::ZERO);
         assert_eq!(d.remaining(), None);
-        assert!(Deadline::after(Duration::from_secs(5)).remaining().is_some());
+        assert!(
+            Deadline::after(Duration::from_secs(5))
+                .remaining()
+                .is_some()
+        );
         assert!(jitter(Duration::from_millis(10)) < Duration::from_millis(10));
     }
 }

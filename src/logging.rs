@@ -11,7 +11,11 @@ use crate::config::LogFormat;
 
 /// Installs the logger once; later calls do nothing.
 pub fn init(format: LogFormat, verbose: bool) {
-    let ours = if verbose { LevelFilter::Debug } else { LevelFilter::Info };
+    let ours = if verbose {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    };
     let mut builder = env_logger::Builder::new();
     builder
         .filter_level(LevelFilter::Warn)
@@ -36,12 +40,7 @@ pub fn init(format: LogFormat, verbose: bool) {
 }
 
 fn text_line(record: &Record) -> String {
-    let mut line = format!(
-        "{} {:<5} {}",
-        rfc3339_now(),
-        record.level(),
-        record.args()
-    );
+    let mut line = format!("{} {:<5} {}", rfc3339_now(), record.level(), record.args());
     let mut kv = TextKv(&mut line);
     let _ = record.key_values().visit(&mut kv);
     line
@@ -93,14 +92,19 @@ impl<'kvs> VisitSource<'kvs> for JsonKv<'_> {
         } else {
             value.to_string().into()
         };
-        self.0.push_str(&format!(",{}:{json}", serde_json::Value::from(key.as_str())));
+        self.0.push_str(&format!(
+            ",{}:{json}",
+            serde_json::Value::from(key.as_str())
+        ));
         Ok(())
     }
 }
 
 /// The current UTC time as `2026-11-28T02:14:35.123Z`.
 fn rfc3339_now() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs();
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
@@ -138,14 +142,18 @@ mod tests {
 
     #[test]
     fn text_lines_quote_values_with_spaces() {
-        let kvs: &[(&str, &dyn log::kv::ToValue)] = &[("app", &"a"), ("plan", &"start 2 of [1, 2]"), ("ok", &2u64)];
+        let kvs: &[(&str, &dyn log::kv::ToValue)] =
+            &[("app", &"a"), ("plan", &"start 2 of [1, 2]"), ("ok", &2u64)];
         let record = Record::builder()
             .args(format_args!("reconciled"))
             .level(Level::Info)
             .key_values(&kvs)
             .build();
         let line = text_line(&record);
-        assert!(line.ends_with(" INFO  reconciled app=a plan=\"start 2 of [1, 2]\" ok=2"), "{line}");
+        assert!(
+            line.ends_with(" INFO  reconciled app=a plan=\"start 2 of [1, 2]\" ok=2"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -53,8 +53,14 @@ Arguments:
 ";
 
 enum Command {
-    Eval { config: Option<PathBuf> },
-    Serve { config: Option<PathBuf>, once: bool, dry_run: bool },
+    Eval {
+        config: Option<PathBuf>,
+    },
+    Serve {
+        config: Option<PathBuf>,
+        once: bool,
+        dry_run: bool,
+    },
     Version,
     Help(&'static str),
 }
@@ -67,7 +73,10 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         eprintln!("ERROR: internal error: {}{at}", one_line(&msg));
     }));
     let args: Vec<OsString> = std::env::args_os().skip(1).map(go_style_flag).collect();
@@ -88,7 +97,11 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Command::Eval { config } => cmd::eval::run(config.as_deref()).map(|()| true),
-        Command::Serve { config, once, dry_run } => cmd::serve::run(&cmd::serve::Options {
+        Command::Serve {
+            config,
+            once,
+            dry_run,
+        } => cmd::serve::run(&cmd::serve::Options {
             config: config.as_deref(),
             once,
             dry_run,
@@ -119,7 +132,9 @@ fn parse(args: Vec<OsString>) -> Result<Command, String> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
     let name = match parser.next().map_err(|e| e.to_string())? {
-        None => return Err("no command given; run 'fly-autoscaler help' to see the commands".into()),
+        None => {
+            return Err("no command given; run 'fly-autoscaler help' to see the commands".into());
+        }
         Some(Value(v)) => v.string().map_err(|e| e.to_string())?,
         Some(Short('h') | Long("help")) => return Ok(Command::Help(USAGE)),
         Some(other) => {
@@ -148,9 +163,9 @@ fn parse(args: Vec<OsString>) -> Result<Command, String> {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(usage)),
             Long("config") => {
-                let value = parser
-                    .value()
-                    .map_err(|_| format!("{name}: -config needs a file path, e.g. -config fly-autoscaler.yml"))?;
+                let value = parser.value().map_err(|_| {
+                    format!("{name}: -config needs a file path, e.g. -config fly-autoscaler.yml")
+                })?;
                 config = Some(PathBuf::from(value));
             }
             Long("once") if is_serve => once = true,
@@ -164,7 +179,11 @@ fn parse(args: Vec<OsString>) -> Result<Command, String> {
         }
     }
     Ok(if is_serve {
-        Command::Serve { config, once, dry_run }
+        Command::Serve {
+            config,
+            once,
+            dry_run,
+        }
     } else {
         Command::Eval { config }
     })

@@ -98,14 +98,26 @@ impl Plan {
             Action::None => "no scale".to_string(),
             Action::Create { source, launches } => {
                 let regions: Vec<&str> = launches.iter().map(|l| l.region.as_str()).collect();
-                format!("create {} cloned from {source} in [{}]", launches.len(), regions.join(", "))
+                format!(
+                    "create {} cloned from {source} in [{}]",
+                    launches.len(),
+                    regions.join(", ")
+                )
             }
             Action::Destroy(ids) => format!("destroy {} [{}]", ids.len(), ids.join(", ")),
             Action::Start { candidates, needed } => {
-                format!("start {} of [{}]", needed.min(&candidates.len()), candidates.join(", "))
+                format!(
+                    "start {} of [{}]",
+                    needed.min(&candidates.len()),
+                    candidates.join(", ")
+                )
             }
             Action::Stop { candidates, needed } => {
-                format!("stop {} of [{}]", needed.min(&candidates.len()), candidates.join(", "))
+                format!(
+                    "stop {} of [{}]",
+                    needed.min(&candidates.len()),
+                    candidates.join(", ")
+                )
             }
             Action::NoCloneSource => "cannot create: no machine to clone".to_string(),
         }
@@ -136,21 +148,37 @@ pub fn plan(targets: &TargetCounts, machines: &[Machine], policy: &Policy) -> Pl
             .collect()
     };
 
-    let action = if let Some(min) = targets.created.min.filter(|&min| current.created < min as usize) {
+    let action = if let Some(min) = targets
+        .created
+        .min
+        .filter(|&min| current.created < min as usize)
+    {
         create(&managed, min as usize - current.created, policy)
-    } else if let Some(max) = targets.created.max.filter(|&max| current.created > max as usize) {
+    } else if let Some(max) = targets
+        .created
+        .max
+        .filter(|&max| current.created > max as usize)
+    {
         let ids: Vec<String> = ["stopped", "suspended", "created", "started"]
             .iter()
             .flat_map(|s| in_state(s).map(|m| m.id.clone()))
             .take(current.created - max as usize)
             .collect();
         Action::Destroy(ids)
-    } else if let Some(min) = targets.started.min.filter(|&min| current.started < min as usize) {
+    } else if let Some(min) = targets
+        .started
+        .min
+        .filter(|&min| current.started < min as usize)
+    {
         Action::Start {
             candidates: ids_by_id(&["suspended", "stopped"]),
             needed: min as usize - current.started,
         }
-    } else if let Some(max) = targets.started.max.filter(|&max| current.started > max as usize) {
+    } else if let Some(max) = targets
+        .started
+        .max
+        .filter(|&max| current.started > max as usize)
+    {
         Action::Stop {
             candidates: ids_by_id(&["started"]),
             needed: current.started - max as usize,
@@ -181,7 +209,11 @@ fn create(managed: &[&Machine], count: usize, policy: &Policy) -> Action {
                 regions => regions[(policy.region_cursor + k) % regions.len()].as_str(),
             };
             Launch {
-                region: if region.is_empty() { source.region.clone() } else { region.to_string() },
+                region: if region.is_empty() {
+                    source.region.clone()
+                } else {
+                    region.to_string()
+                },
                 config: config.clone(),
                 skip_launch: policy.skip_launch,
             }

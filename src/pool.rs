@@ -65,7 +65,10 @@ impl Apps {
             .machines
             .list_org_apps(&self.org, Deadline::after(reconciler.timeout))
             .map_err(|e| e.to_string())?;
-        Ok(all.into_iter().filter(|a| wildcard::matches(&self.name, a)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|a| wildcard::matches(&self.name, a))
+            .collect())
     }
 }
 
@@ -179,7 +182,12 @@ fn new_slot() -> Arc<Slot> {
 
 /// `serve --once`: one reconcile of every app, `concurrency` at a time. True if every app
 /// reconciled without error.
-pub fn run_once(reconciler: Arc<Reconciler>, apps: &Apps, concurrency: usize, shutdown: &Arc<Shutdown>) -> bool {
+pub fn run_once(
+    reconciler: Arc<Reconciler>,
+    apps: &Apps,
+    concurrency: usize,
+    shutdown: &Arc<Shutdown>,
+) -> bool {
     let names = match apps.resolve(&reconciler) {
         Ok(names) => names,
         Err(e) => {
@@ -240,7 +248,9 @@ pub fn run(
             }
         }
         results.try_iter().for_each(drop);
-        let wake = next_tick.min(next_refresh).min(Instant::now() + Duration::from_secs(1));
+        let wake = next_tick
+            .min(next_refresh)
+            .min(Instant::now() + Duration::from_secs(1));
         shutdown.wait(wake.saturating_duration_since(Instant::now()));
     }
     log::info!("signal received, shutting down");

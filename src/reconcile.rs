@@ -47,7 +47,11 @@ pub struct AppState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The plan was carried out; `failed` machine operations failed.
-    Applied { action: &'static str, ok: usize, failed: usize },
+    Applied {
+        action: &'static str,
+        ok: usize,
+        failed: usize,
+    },
     /// A release is in progress; nothing was done.
     DeployInProgress,
 }
@@ -81,7 +85,9 @@ impl fmt::Display for ReconcileError {
             ReconcileError::Metrics(e) => write!(f, "metrics collection failed: {e}"),
             ReconcileError::Targets(e) => write!(f, "{e}"),
             ReconcileError::ListMachines(e) => write!(f, "{e}"),
-            ReconcileError::NoCloneSource => f.write_str("no machine available to clone for scale up"),
+            ReconcileError::NoCloneSource => {
+                f.write_str("no machine available to clone for scale up")
+            }
         }
     }
 }
@@ -116,12 +122,15 @@ impl Reconciler {
             log::warn!(app; "release in progress, skipping reconciliation");
             return Ok(Outcome::DeployInProgress);
         }
-        let metrics =
-            collector::collect_all(&self.collectors, app, deadline).map_err(ReconcileError::Metrics)?;
+        let metrics = collector::collect_all(&self.collectors, app, deadline)
+            .map_err(ReconcileError::Metrics)?;
         for (name, value) in &metrics {
             self.telemetry.metric_value(app, name, *value);
         }
-        let targets = self.targets.evaluate(&metrics).map_err(ReconcileError::Targets)?;
+        let targets = self
+            .targets
+            .evaluate(&metrics)
+            .map_err(ReconcileError::Targets)?;
         self.telemetry.targets(app, &targets);
         let machines = self
             .machines
@@ -234,14 +243,28 @@ impl Reconciler {
                 })
             }
             Action::Destroy(ids) => bulk(ids, ids.len(), Mode::Once, n, |id| {
-                self.record(app, MachineOp::Destroy, id, m.destroy_machine(app, id, deadline))
+                self.record(
+                    app,
+                    MachineOp::Destroy,
+                    id,
+                    m.destroy_machine(app, id, deadline),
+                )
             }),
-            Action::Start { candidates, needed } => bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
-                self.record(app, MachineOp::Start, id, m.start_machine(app, id, deadline))
-            }),
-            Action::Stop { candidates, needed } => bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
-                self.record(app, MachineOp::Stop, id, m.stop_machine(app, id, deadline))
-            }),
+            Action::Start { candidates, needed } => {
+                bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
+                    self.record(
+                        app,
+                        MachineOp::Start,
+                        id,
+                        m.start_machine(app, id, deadline),
+                    )
+                })
+            }
+            Action::Stop { candidates, needed } => {
+                bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
+                    self.record(app, MachineOp::Stop, id, m.stop_machine(app, id, deadline))
+                })
+            }
         };
         Ok(result)
     }
@@ -316,7 +339,11 @@ fn bulk<T: Sync>(
         ok: usize,
         failed: usize,
     }
-    let limit = if mode == Mode::ReplaceFailures { items.len() } else { needed.min(items.len()) };
+    let limit = if mode == Mode::ReplaceFailures {
+        items.len()
+    } else {
+        needed.min(items.len())
+    };
     let progress = Mutex::new(Progress::default());
     let take = || {
         let mut p = lock(&progress);
@@ -403,7 +430,10 @@ mod tests {
 
     #[test]
     fn nothing_to_do() {
-        assert_eq!(bulk::<u8>(&[], 3, Mode::ReplaceFailures, 4, |_| true), (0, 0));
+        assert_eq!(
+            bulk::<u8>(&[], 3, Mode::ReplaceFailures, 4, |_| true),
+            (0, 0)
+        );
         assert_eq!(bulk(&[1], 0, Mode::Once, 4, |_| true), (0, 0));
     }
 }

@@ -55,7 +55,10 @@ impl ReleaseClient {
             if let Some(a) = &self.authorization {
                 req = req.header("Authorization", a);
             }
-            req.config().timeout_global(Some(timeout)).build().send(body.to_string())
+            req.config()
+                .timeout_global(Some(timeout))
+                .build()
+                .send(body.to_string())
         })
         .map_err(|t| format!("release status of {app}: {t}"))?;
         if reply.status != 200 {
@@ -65,8 +68,12 @@ impl ReleaseClient {
                 reply.excerpt()
             ));
         }
-        let parsed: Response = serde_json::from_str(&reply.body)
-            .map_err(|_| format!("release status of {app}: response is not JSON: {}", reply.excerpt()))?;
+        let parsed: Response = serde_json::from_str(&reply.body).map_err(|_| {
+            format!(
+                "release status of {app}: response is not JSON: {}",
+                reply.excerpt()
+            )
+        })?;
         if let Some(e) = parsed.errors.first() {
             return Err(format!("release status of {app}: {}", e.message));
         }
@@ -78,6 +85,11 @@ impl ReleaseClient {
             .ok_or_else(|| format!("release status of {app}: app not found"))?
             .get("currentRelease")
             .filter(|r| !r.is_null());
-        Ok(release.map(|r| r.get("status").and_then(Value::as_str).unwrap_or("").to_string()))
+        Ok(release.map(|r| {
+            r.get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        }))
     }
 }

@@ -38,7 +38,10 @@ pub fn as_regexp(pattern: &str) -> String {
                 .chars()
                 .flat_map(|c| {
                     let special = "\\.+*?()|[]{}^$".contains(c);
-                    special.then_some('\\').into_iter().chain(std::iter::once(c))
+                    special
+                        .then_some('\\')
+                        .into_iter()
+                        .chain(std::iter::once(c))
                 })
                 .collect()
         })

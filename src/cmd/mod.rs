@@ -13,17 +13,31 @@ use crate::expr::TargetExprs;
 pub fn version_line() -> String {
     match option_env!("FAS_COMMIT") {
         Some(commit) if !commit.is_empty() => {
-            format!("fly-autoscaler {}, commit={commit}", env!("CARGO_PKG_VERSION"))
+            format!(
+                "fly-autoscaler {}, commit={commit}",
+                env!("CARGO_PKG_VERSION")
+            )
         }
         _ => format!("fly-autoscaler {}", env!("CARGO_PKG_VERSION")),
     }
 }
 
-/// What both commands need: a validated config, compiled expressions and built collectors.
-/// Every problem here is reported before any metric is collected.
-pub fn prepare(config_path: Option<&Path>) -> Result<(Config, TargetExprs, Vec<Box<dyn Collector>>), String> {
+/// What both commands start from.
+pub struct Prepared {
+    pub config: Config,
+    pub targets: TargetExprs,
+    pub collectors: Vec<Box<dyn Collector>>,
+}
+
+/// A validated config, compiled expressions and built collectors: every problem here is
+/// reported before any metric is collected.
+pub fn prepare(config_path: Option<&Path>) -> Result<Prepared, String> {
     let config = Config::load(config_path, &process_env).map_err(|e| e.to_string())?;
     let targets = TargetExprs::compile(&config).map_err(|e| e.to_string())?;
     let collectors = collector::build(&config.metric_collectors)?;
-    Ok((config, targets, collectors))
+    Ok(Prepared {
+        config,
+        targets,
+        collectors,
+    })
 }

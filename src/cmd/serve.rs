@@ -27,7 +27,11 @@ pub struct Options<'a> {
 /// Runs until SIGINT/SIGTERM (exit 0), or one pass with `once`; returns whether every app
 /// reconciled (only meaningful with `once`).
 pub fn run(opts: &Options) -> Result<bool, String> {
-    let (config, targets, collectors) = super::prepare(opts.config)?;
+    let super::Prepared {
+        config,
+        targets,
+        collectors,
+    } = super::prepare(opts.config)?;
     config.validate_for_serve().map_err(|e| e.to_string())?;
     logging::init(config.log_format, config.verbose);
     let shutdown = Arc::new(Shutdown::default());
@@ -57,7 +61,12 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         refresh_interval: config.app_list_refresh_interval,
     };
     if opts.once {
-        return Ok(pool::run_once(reconciler, &apps, config.concurrency, &shutdown));
+        return Ok(pool::run_once(
+            reconciler,
+            &apps,
+            config.concurrency,
+            &shutdown,
+        ));
     }
 
     let server = match config.metrics_addr.as_str() {
@@ -79,7 +88,14 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     );
     // In-flight reconciles are bounded by the timeout; allow a little more to log and exit.
     let grace = config.timeout + Duration::from_secs(2);
-    pool::run(reconciler, &apps, config.concurrency, config.interval, &shutdown, grace);
+    pool::run(
+        reconciler,
+        &apps,
+        config.concurrency,
+        config.interval,
+        &shutdown,
+        grace,
+    );
     drop(server);
     log::info!("shutdown complete");
     Ok(true)
@@ -88,14 +104,18 @@ pub fn run(opts: &Options) -> Result<bool, String> {
 /// SIGINT and SIGTERM both request a graceful shutdown; a second one exits at once. A real
 /// handler is installed, so this also works as PID 1, where unhandled signals are ignored.
 fn install_signal_handler(shutdown: &Arc<Shutdown>) -> Result<(), String> {
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let shutdown = Arc::clone(shutdown);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                let name = if signal == SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
                 if shutdown.is_requested() {
                     log::warn!(signal = name; "second signal, exiting immediately");
                     std::process::exit(1);

@@ -49,7 +49,9 @@ pub fn build(configs: &[CollectorConfig]) -> Result<Vec<Box<dyn Collector>>, Str
                 "temporal" => TemporalCollector::new(c).map(|t| Box::new(t) as Box<dyn Collector>),
                 other => Err(format!("invalid type: {other:?}")),
             };
-            built.map_err(|e| format!("cannot create metrics collectors: metric-collectors[{i}]: {e}"))
+            built.map_err(|e| {
+                format!("cannot create metrics collectors: metric-collectors[{i}]: {e}")
+            })
         })
         .collect()
 }

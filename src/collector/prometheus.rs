@@ -54,7 +54,10 @@ impl PrometheusCollector {
                 if let Some(a) = &self.authorization {
                     req = req.header("Authorization", a);
                 }
-                req.config().timeout_global(Some(timeout)).build().send_form(params)
+                req.config()
+                    .timeout_global(Some(timeout))
+                    .build()
+                    .send_form(params)
             }
         })
     }
@@ -159,7 +162,10 @@ fn parse_response(reply: &Reply) -> Result<(f64, Vec<String>), String> {
             ));
         }
     };
-    let text = sample.get(1).and_then(Value::as_str).ok_or("malformed sample in response")?;
+    let text = sample
+        .get(1)
+        .and_then(Value::as_str)
+        .ok_or("malformed sample in response")?;
     let value = text
         .parse::<f64>()
         .map_err(|_| format!("cannot parse prometheus result as float64: {text:?}"))?;
@@ -187,7 +193,8 @@ mod tests {
     fn vector_scalar_and_special_values() {
         let v = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1795831159.825,"35"]},{"metric":{},"value":[1,"9"]}]}}"#;
         assert_eq!(value(v), Ok(35.0));
-        let s = r#"{"status":"success","data":{"resultType":"scalar","result":[1795831162.65,"2.5"]}}"#;
+        let s =
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1795831162.65,"2.5"]}}"#;
         assert_eq!(value(s), Ok(2.5));
         let nan = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#;
         assert!(value(nan).unwrap().is_nan());
@@ -198,9 +205,17 @@ mod tests {
     #[test]
     fn errors() {
         let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-        assert!(value(empty).unwrap_err().starts_with("empty prometheus result"));
+        assert!(
+            value(empty)
+                .unwrap_err()
+                .starts_with("empty prometheus result")
+        );
         let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
-        assert!(value(matrix).unwrap_err().starts_with("unexpected prometheus result type \"matrix\""));
+        assert!(
+            value(matrix)
+                .unwrap_err()
+                .starts_with("unexpected prometheus result type \"matrix\"")
+        );
         let string = r#"{"status":"success","data":{"resultType":"string","result":[1,"hello"]}}"#;
         assert!(value(string).unwrap_err().contains("\"string\""));
         let bad = r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:27: parse error: unclosed left parenthesis"}"#;
@@ -210,7 +225,10 @@ mod tests {
         );
         let html = Reply {
             content_type: "text/html; charset=utf-8".into(),
-            ..reply(502, "<html><head><title>502 Bad Gateway</title></head></html>")
+            ..reply(
+                502,
+                "<html><head><title>502 Bad Gateway</title></head></html>",
+            )
         };
         assert_eq!(
             parse_response(&html).unwrap_err(),
@@ -221,6 +239,9 @@ mod tests {
     #[test]
     fn warnings_are_returned_with_the_value() {
         let w = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"3"]}]},"warnings":["remote_read: down"]}"#;
-        assert_eq!(parse_response(&reply(200, w)), Ok((3.0, vec!["remote_read: down".to_string()])));
+        assert_eq!(
+            parse_response(&reply(200, w)),
+            Ok((3.0, vec!["remote_read: down".to_string()]))
+        );
     }
 }

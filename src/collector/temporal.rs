@@ -73,12 +73,16 @@ fn tls_config(c: &CollectorConfig) -> Result<Option<TlsConfig>, String> {
     let mut builder = TlsConfig::builder();
     if !c.cert_data.is_empty() || !c.key_data.is_empty() {
         let certs = certificates(&c.cert_data, "cert-data")?;
-        let key = PrivateKey::from_pem(c.key_data.expose().as_bytes())
-            .map_err(|_| "key-data holds no PEM private key (expected -----BEGIN ... PRIVATE KEY-----)".to_string())?;
+        let key = PrivateKey::from_pem(c.key_data.expose().as_bytes()).map_err(|_| {
+            "key-data holds no PEM private key (expected -----BEGIN ... PRIVATE KEY-----)"
+                .to_string()
+        })?;
         builder = builder.client_cert(Some(ClientCert::new_with_certs(&certs, key)));
     }
     if !c.ca_data.is_empty() {
-        builder = builder.root_certs(RootCerts::new_with_certs(&certificates(&c.ca_data, "ca-data")?));
+        builder = builder.root_certs(RootCerts::new_with_certs(&certificates(
+            &c.ca_data, "ca-data",
+        )?));
     }
     Ok(Some(builder.build()))
 }
@@ -133,7 +137,10 @@ impl Collector for TemporalCollector {
             } else {
                 ""
             };
-            format!("temporal {} namespace {:?}: {e}{hint}", self.base, self.namespace)
+            format!(
+                "temporal {} namespace {:?}: {e}{hint}",
+                self.base, self.namespace
+            )
         };
         let reply = http::exchange(deadline, |timeout| {
             let mut req = self.agent.get(&url);
@@ -173,7 +180,9 @@ impl Collector for TemporalCollector {
                 .parse::<i64>()
                 .map(|n| n as f64)
                 .map_err(|_| fail(format!("count {s:?} is not an integer"))),
-            Some(Value::Number(n)) => n.as_f64().ok_or_else(|| fail("count is not a number".into())),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .ok_or_else(|| fail("count is not a number".into())),
             Some(other) => Err(fail(format!("count {other} is not a number"))),
         }
     }
@@ -197,7 +206,10 @@ mod tests {
 
     #[test]
     fn query_wraps_the_filter_and_expands_app_name() {
-        assert_eq!(collector("h:1", "").visibility_query("a"), "ExecutionStatus=\"Running\"");
+        assert_eq!(
+            collector("h:1", "").visibility_query("a"),
+            "ExecutionStatus=\"Running\""
+        );
         assert_eq!(
             collector("h:1", "WorkflowType=\"$APP_NAME\"").visibility_query("my-app"),
             "ExecutionStatus=\"Running\" AND (WorkflowType=\"my-app\")"
@@ -207,7 +219,10 @@ mod tests {
     #[test]
     fn bare_address_rule() {
         assert_eq!(collector("temporal:7243", "").base, "http://temporal:7243");
-        assert_eq!(collector("https://t.example/", "").base, "https://t.example");
+        assert_eq!(
+            collector("https://t.example/", "").base,
+            "https://t.example"
+        );
         let with_key = TemporalCollector::new(&CollectorConfig {
             address: "ns.acct.tmprl.cloud:7233".into(),
             api_key: Secret::new("k"),

@@ -69,7 +69,9 @@ pub(super) fn overlay(config: &mut Config, text: &str, env: EnvLookup) -> Result
         let l = l.trim();
         l.is_empty() || l.starts_with('#') || l == "---"
     }) {
-        return Err("the file is empty; see testdata/fly-autoscaler.yml for an example".to_string());
+        return Err(
+            "the file is empty; see testdata/fly-autoscaler.yml for an example".to_string(),
+        );
     }
     let file: FileConfig = serde_yaml::from_str(&expanded).map_err(|e| describe_yaml_error(&e))?;
     file.apply(config);
@@ -83,12 +85,24 @@ impl FileConfig {
             (self.org, &mut c.org),
             (self.process_group, &mut c.process_group),
             (self.created_machine_count, &mut c.created_machine_count),
-            (self.min_created_machine_count, &mut c.min_created_machine_count),
-            (self.max_created_machine_count, &mut c.max_created_machine_count),
+            (
+                self.min_created_machine_count,
+                &mut c.min_created_machine_count,
+            ),
+            (
+                self.max_created_machine_count,
+                &mut c.max_created_machine_count,
+            ),
             (self.initial_machine_state, &mut c.initial_machine_state),
             (self.started_machine_count, &mut c.started_machine_count),
-            (self.min_started_machine_count, &mut c.min_started_machine_count),
-            (self.max_started_machine_count, &mut c.max_started_machine_count),
+            (
+                self.min_started_machine_count,
+                &mut c.min_started_machine_count,
+            ),
+            (
+                self.max_started_machine_count,
+                &mut c.max_started_machine_count,
+            ),
             (self.metrics_addr, &mut c.metrics_addr),
             (self.flaps_base_url, &mut c.flaps_base_url),
             (self.api_base_url, &mut c.api_base_url),
@@ -101,7 +115,10 @@ impl FileConfig {
         for (value, slot) in [
             (self.interval, &mut c.interval),
             (self.timeout, &mut c.timeout),
-            (self.app_list_refresh_interval, &mut c.app_list_refresh_interval),
+            (
+                self.app_list_refresh_interval,
+                &mut c.app_list_refresh_interval,
+            ),
             (
                 self.deploy_guard_fail_open_after,
                 &mut c.deploy_guard_fail_open_after,
@@ -137,7 +154,10 @@ impl FileConfig {
             c.log_format = f;
         }
         if let Some(collectors) = self.metric_collectors {
-            c.metric_collectors = collectors.into_iter().map(FileCollector::into_config).collect();
+            c.metric_collectors = collectors
+                .into_iter()
+                .map(FileCollector::into_config)
+                .collect();
         }
     }
 }

@@ -137,7 +137,10 @@ fn reads_every_env_var() {
         (p.kind.as_str(), p.address.as_str(), p.metric_name.as_str()),
         ("prometheus", "http://prom:9090", "x")
     );
-    assert_eq!(p.query, "sum(x{app=\"$APP_NAME\"})", "env queries are not expanded at load");
+    assert_eq!(
+        p.query, "sum(x{app=\"$APP_NAME\"})",
+        "env queries are not expanded at load"
+    );
     assert_eq!(p.token.expose(), "tok");
     let t = &c.metric_collectors[1];
     assert_eq!(t.kind, "temporal");
@@ -151,17 +154,41 @@ fn reads_every_env_var() {
 #[test]
 fn env_parse_errors_name_the_variable_and_value() {
     let cases = [
-        ("FAS_CONCURRENCY", "four", "cannot parse FAS_CONCURRENCY as integer: \"four\""),
-        ("FAS_CONCURRENCY", " 4", "cannot parse FAS_CONCURRENCY as integer: \" 4\""),
-        ("FAS_INTERVAL", "15", "cannot parse FAS_INTERVAL as duration: \"15\": missing unit"),
-        ("FAS_TIMEOUT", "0s", "cannot parse FAS_TIMEOUT as duration: \"0s\": must be greater than zero"),
+        (
+            "FAS_CONCURRENCY",
+            "four",
+            "cannot parse FAS_CONCURRENCY as integer: \"four\"",
+        ),
+        (
+            "FAS_CONCURRENCY",
+            " 4",
+            "cannot parse FAS_CONCURRENCY as integer: \" 4\"",
+        ),
+        (
+            "FAS_INTERVAL",
+            "15",
+            "cannot parse FAS_INTERVAL as duration: \"15\": missing unit",
+        ),
+        (
+            "FAS_TIMEOUT",
+            "0s",
+            "cannot parse FAS_TIMEOUT as duration: \"0s\": must be greater than zero",
+        ),
         (
             "FAS_APP_LIST_REFRESH_INTERVAL",
             "1d",
             "cannot parse FAS_APP_LIST_REFRESH_INTERVAL as duration: \"1d\"",
         ),
-        ("FAS_VERBOSE", "maybe", "cannot parse FAS_VERBOSE as boolean: \"maybe\""),
-        ("FAS_LOG_FORMAT", "xml", "cannot parse FAS_LOG_FORMAT as log format: \"xml\""),
+        (
+            "FAS_VERBOSE",
+            "maybe",
+            "cannot parse FAS_VERBOSE as boolean: \"maybe\"",
+        ),
+        (
+            "FAS_LOG_FORMAT",
+            "xml",
+            "cannot parse FAS_LOG_FORMAT as log format: \"xml\"",
+        ),
     ];
     for (var, value, want) in cases {
         let err = from_env(&[(var, value)]).unwrap_err().to_string();
@@ -189,10 +216,17 @@ fn file_overrides_env_only_for_keys_it_has() {
     assert_eq!(c.app_name, "from-file");
     assert_eq!(c.org, "", "an empty string in the file still overrides");
     assert_eq!(c.regions, ["ord", "sjc"], "lists are replaced, not merged");
-    assert_eq!(c.metric_collectors.len(), 1, "absent keys keep the env value");
+    assert_eq!(
+        c.metric_collectors.len(),
+        1,
+        "absent keys keep the env value"
+    );
 
     overlay(&mut c, "metric-collectors: []\n", &[]).unwrap();
-    assert!(c.metric_collectors.is_empty(), "a file list replaces env collectors");
+    assert!(
+        c.metric_collectors.is_empty(),
+        "a file list replaces env collectors"
+    );
 }
 
 #[test]
@@ -233,16 +267,34 @@ fn file_scalars_durations_and_booleans() {
 #[test]
 fn file_errors_are_one_line_and_name_key_and_line() {
     let cases: &[(&str, &str)] = &[
-        ("app-name: x\nintervall: 15s\n", "unknown key \"intervall\" at line 2; did you mean \"interval\"?"),
+        (
+            "app-name: x\nintervall: 15s\n",
+            "unknown key \"intervall\" at line 2; did you mean \"interval\"?",
+        ),
         (
             "metric-collectors:\n  - type: prometheus\n    qurey: x\n",
             "metric-collectors[0]: unknown key \"qurey\" at line 3; did you mean \"query\"?",
         ),
-        ("interval: 15\n", "interval: invalid duration \"15\": missing unit"),
-        ("interval: \"0s\"\n", "interval: invalid duration \"0s\": must be greater than zero"),
-        ("concurrency: \"2\"\n", "concurrency: invalid type: string \"2\", expected a number such as 4"),
-        ("verbose: maybe\n", "verbose: invalid value: string \"maybe\", expected true or false"),
-        ("regions: iad\n", "regions: invalid type: string \"iad\", expected a sequence"),
+        (
+            "interval: 15\n",
+            "interval: invalid duration \"15\": missing unit",
+        ),
+        (
+            "interval: \"0s\"\n",
+            "interval: invalid duration \"0s\": must be greater than zero",
+        ),
+        (
+            "concurrency: \"2\"\n",
+            "concurrency: invalid type: string \"2\", expected a number such as 4",
+        ),
+        (
+            "verbose: maybe\n",
+            "verbose: invalid value: string \"maybe\", expected true or false",
+        ),
+        (
+            "regions: iad\n",
+            "regions: invalid type: string \"iad\", expected a sequence",
+        ),
         ("app-name: [\n", "line"),
         ("", "the file is empty"),
         ("# only a comment\n", "the file is empty"),
@@ -258,10 +310,16 @@ fn file_errors_are_one_line_and_name_key_and_line() {
 
 #[test]
 fn missing_file_names_the_path() {
-    let err = Config::load(Some(std::path::Path::new("/nonexistent/x.yml")), &env_of(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.starts_with("config file \"/nonexistent/x.yml\": cannot read:"), "{err}");
+    let err = Config::load(
+        Some(std::path::Path::new("/nonexistent/x.yml")),
+        &env_of(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("config file \"/nonexistent/x.yml\": cannot read:"),
+        "{err}"
+    );
 }
 
 fn valid() -> Config {
@@ -281,54 +339,106 @@ fn every_go_validation_message() {
         ..Config::default()
     };
     let cases: Vec<(Config, &str)> = vec![
-        (Config { app_name: String::new(), ..valid() }, "app name required"),
-        (base(), "must define either created machine count or started machine count"),
         (
-            Config { created_machine_count: "1".into(), min_created_machine_count: "1".into(), ..base() },
+            Config {
+                app_name: String::new(),
+                ..valid()
+            },
+            "app name required",
+        ),
+        (
+            base(),
+            "must define either created machine count or started machine count",
+        ),
+        (
+            Config {
+                created_machine_count: "1".into(),
+                min_created_machine_count: "1".into(),
+                ..base()
+            },
             "cannot define created machine count and min/max created machine count",
         ),
         (
-            Config { min_created_machine_count: "1".into(), ..base() },
+            Config {
+                min_created_machine_count: "1".into(),
+                ..base()
+            },
             "max created machine count required if min created machine count is defined",
         ),
         (
-            Config { max_created_machine_count: "1".into(), ..base() },
+            Config {
+                max_created_machine_count: "1".into(),
+                ..base()
+            },
             "min created machine count required if max created machine count is defined",
         ),
         (
-            Config { started_machine_count: "1".into(), min_started_machine_count: "1".into(), ..base() },
+            Config {
+                started_machine_count: "1".into(),
+                min_started_machine_count: "1".into(),
+                ..base()
+            },
             "cannot define started machine count and min/max started machine count",
         ),
         (
-            Config { min_started_machine_count: "1".into(), ..base() },
+            Config {
+                min_started_machine_count: "1".into(),
+                ..base()
+            },
             "max started machine count required if min started machine count is defined",
         ),
         (
-            Config { max_started_machine_count: "1".into(), ..base() },
+            Config {
+                max_started_machine_count: "1".into(),
+                ..base()
+            },
             "min started machine count required if max started machine count is defined",
         ),
         (
-            Config { initial_machine_state: "running".into(), ..valid() },
+            Config {
+                initial_machine_state: "running".into(),
+                ..valid()
+            },
             "initial machine state must be either 'started' or 'stopped'",
         ),
         (
-            Config { metric_collectors: vec![CollectorConfig { kind: "prometheus".into(), ..Default::default() }], ..valid() },
+            Config {
+                metric_collectors: vec![CollectorConfig {
+                    kind: "prometheus".into(),
+                    ..Default::default()
+                }],
+                ..valid()
+            },
             "metric-collectors[0]: metric name required",
         ),
         (
-            Config { metric_collectors: vec![CollectorConfig { metric_name: "m".into(), ..Default::default() }], ..valid() },
+            Config {
+                metric_collectors: vec![CollectorConfig {
+                    metric_name: "m".into(),
+                    ..Default::default()
+                }],
+                ..valid()
+            },
             "metric-collectors[0]: type required",
         ),
         (
             Config {
-                metric_collectors: vec![CollectorConfig { metric_name: "m".into(), kind: "graphite".into(), ..Default::default() }],
+                metric_collectors: vec![CollectorConfig {
+                    metric_name: "m".into(),
+                    kind: "graphite".into(),
+                    ..Default::default()
+                }],
                 ..valid()
             },
             "metric-collectors[0]: invalid type: \"graphite\"",
         ),
         (
             Config {
-                metric_collectors: vec![CollectorConfig { metric_name: "m".into(), kind: "prometheus".into(), ..Default::default() }],
+                metric_collectors: vec![CollectorConfig {
+                    metric_name: "m".into(),
+                    kind: "prometheus".into(),
+                    ..Default::default()
+                }],
                 ..valid()
             },
             "metric-collectors[0]: prometheus address required",
@@ -347,7 +457,11 @@ fn every_go_validation_message() {
         ),
         (
             Config {
-                metric_collectors: vec![CollectorConfig { metric_name: "m".into(), kind: "temporal".into(), ..Default::default() }],
+                metric_collectors: vec![CollectorConfig {
+                    metric_name: "m".into(),
+                    kind: "temporal".into(),
+                    ..Default::default()
+                }],
                 ..valid()
             },
             "metric-collectors[0]: temporal address required",
@@ -369,22 +483,53 @@ fn extra_validation() {
         query: "q".into(),
         ..Default::default()
     };
-    let dup = Config { metric_collectors: vec![prom("m", "http://a"), prom("m", "http://b")], ..valid() };
+    let dup = Config {
+        metric_collectors: vec![prom("m", "http://a"), prom("m", "http://b")],
+        ..valid()
+    };
     assert!(dup.validate().unwrap_err().to_string().starts_with(
         "metric-collectors[1]: metric name \"m\" is already used by metric-collectors[0]"
     ));
-    let bad_url = Config { metric_collectors: vec![prom("m", "prom:9090")], ..valid() };
-    assert!(bad_url.validate().unwrap_err().to_string().contains("must start with http:// or https://"));
+    let bad_url = Config {
+        metric_collectors: vec![prom("m", "prom:9090")],
+        ..valid()
+    };
+    assert!(
+        bad_url
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("must start with http:// or https://")
+    );
 
-    let wildcard = Config { app_name: "my-app-*".into(), api_token: Secret::new("t"), ..valid() };
-    assert!(wildcard.validate_for_serve().unwrap_err().to_string().starts_with(
-        "organization required if app name uses a wildcard"
-    ));
+    let wildcard = Config {
+        app_name: "my-app-*".into(),
+        api_token: Secret::new("t"),
+        ..valid()
+    };
+    assert!(
+        wildcard
+            .validate_for_serve()
+            .unwrap_err()
+            .to_string()
+            .starts_with("organization required if app name uses a wildcard")
+    );
     let no_token = valid();
-    assert!(no_token.validate_for_serve().unwrap_err().to_string().starts_with(
-        "cannot create fly client: api token required"
-    ));
-    assert!(Config { api_token: Secret::new("t"), ..valid() }.validate_for_serve().is_ok());
+    assert!(
+        no_token
+            .validate_for_serve()
+            .unwrap_err()
+            .to_string()
+            .starts_with("cannot create fly client: api token required")
+    );
+    assert!(
+        Config {
+            api_token: Secret::new("t"),
+            ..valid()
+        }
+        .validate_for_serve()
+        .is_ok()
+    );
 }
 
 #[test]

@@ -6,7 +6,9 @@ fn vars(pairs: &[(&str, f64)]) -> MetricValues {
 }
 
 fn eval(src: &str, pairs: &[(&str, f64)]) -> Result<u32, ExprError> {
-    Expression::compile(src)?.expect("not blank").eval(&vars(pairs))
+    Expression::compile(src)?
+        .expect("not blank")
+        .eval(&vars(pairs))
 }
 
 fn compile_err(src: &str) -> String {
@@ -42,7 +44,11 @@ fn rounds_half_away_from_zero() {
 fn negative_infinity_and_huge_values() {
     assert_eq!(eval("-1 / 0", &[]), Err(ExprError::Inf));
     assert_eq!(eval("x", &[("x", f64::NEG_INFINITY)]), Err(ExprError::Inf));
-    assert_eq!(eval("1e30", &[]), Ok(u32::MAX), "saturates instead of wrapping negative");
+    assert_eq!(
+        eval("1e30", &[]),
+        Ok(u32::MAX),
+        "saturates instead of wrapping negative"
+    );
 }
 
 #[test]
@@ -70,17 +76,31 @@ fn replacements_for_expr_lang_operators() {
     let v = [("q", 35.0), ("z", 0.0)];
     assert_eq!(eval("if(gt(q, 0), 2, 0)", &v), Ok(2));
     assert_eq!(eval("if(gt(z, 0), 2, 0)", &v), Ok(0));
-    assert_eq!(eval("ge(q, 35) + le(q, 34) + lt(z, 1) + eq(q, 35) + ne(q, 35)", &v), Ok(3));
+    assert_eq!(
+        eval(
+            "ge(q, 35) + le(q, 34) + lt(z, 1) + eq(q, 35) + ne(q, 35)",
+            &v
+        ),
+        Ok(3)
+    );
     assert_eq!(eval("and(q, z) + or(q, z) * 2 + not(z) * 4", &v), Ok(6));
     assert_eq!(eval("clamp(q, 1, 10)", &v), Ok(10));
     assert_eq!(eval("clamp(z, 1, 10)", &v), Ok(1));
-    assert_eq!(eval("if(x, 5, 7)", &[("x", f64::NAN)]), Ok(7), "NaN is false");
+    assert_eq!(
+        eval("if(x, 5, 7)", &[("x", f64::NAN)]),
+        Ok(7),
+        "NaN is false"
+    );
 }
 
 #[test]
 fn unsupported_constructs_say_what_to_write() {
     let cases = [
-        ("queue_depth > 0 ? 2 : 0", "ternary operator", "if(gt(queue_depth, 0), 2, 0)"),
+        (
+            "queue_depth > 0 ? 2 : 0",
+            "ternary operator",
+            "if(gt(queue_depth, 0), 2, 0)",
+        ),
         ("queue_depth > 0", "\">\" operator", "gt(a, b)"),
         ("q ? 2 : 0", "ternary operator", "if(cond, a, b)"),
         ("q >= 1", "\">=\"", "ge(a, b)"),
@@ -107,7 +127,10 @@ fn unsupported_constructs_say_what_to_write() {
         let err = compile_err(src);
         assert!(err.contains(construct), "{src}: {err}");
         assert!(err.contains(instead), "{src}: {err}");
-        assert!(err.contains(&format!("{src:?}")), "{src}: error should quote the expression: {err}");
+        assert!(
+            err.contains(&format!("{src:?}")),
+            "{src}: error should quote the expression: {err}"
+        );
     }
 }
 
@@ -122,15 +145,23 @@ fn syntax_errors_are_readable() {
 #[test]
 fn unknown_functions_and_wrong_arity() {
     let err = compile_err("sum(q)");
-    assert!(err.contains("unknown function \"sum\"") && err.contains("available: abs, ceil"), "{err}");
+    assert!(
+        err.contains("unknown function \"sum\"") && err.contains("available: abs, ceil"),
+        "{err}"
+    );
     let err = compile_err("if(q, 1)");
-    assert!(err.contains("calls if with 2 argument(s); write if(cond, then, else)"), "{err}");
+    assert!(
+        err.contains("calls if with 2 argument(s); write if(cond, then, else)"),
+        "{err}"
+    );
     assert!(compile_err("ceil(1, 2)").contains("write ceil(x)"));
 }
 
 #[test]
 fn variables_must_be_collected_metrics() {
-    let e = Expression::compile("ceil(queue_depth / 10) + workers").unwrap().unwrap();
+    let e = Expression::compile("ceil(queue_depth / 10) + workers")
+        .unwrap()
+        .unwrap();
     assert_eq!(e.variables(), ["queue_depth", "workers"]);
     let err = e.check_variables(&["queue_depth", "other"]).unwrap_err();
     assert_eq!(
@@ -141,7 +172,13 @@ fn variables_must_be_collected_metrics() {
     assert!(err.contains("no metrics are collected"), "{err}");
     assert!(e.check_variables(&["workers", "queue_depth"]).is_ok());
     // pi and e are not expr-lang names either.
-    assert!(Expression::compile("pi").unwrap().unwrap().check_variables(&[]).is_err());
+    assert!(
+        Expression::compile("pi")
+            .unwrap()
+            .unwrap()
+            .check_variables(&[])
+            .is_err()
+    );
 }
 
 fn config(created: &str, started: &str, metrics: &[&str]) -> Config {
@@ -150,7 +187,10 @@ fn config(created: &str, started: &str, metrics: &[&str]) -> Config {
         started_machine_count: started.into(),
         metric_collectors: metrics
             .iter()
-            .map(|m| CollectorConfig { metric_name: m.to_string(), ..Default::default() })
+            .map(|m| CollectorConfig {
+                metric_name: m.to_string(),
+                ..Default::default()
+            })
             .collect(),
         ..Config::default()
     }
@@ -160,8 +200,20 @@ fn config(created: &str, started: &str, metrics: &[&str]) -> Config {
 fn targets_clamp_created_to_one_and_leave_started() {
     let t = TargetExprs::compile(&config("q", "q", &["q"])).unwrap();
     let counts = t.evaluate(&vars(&[("q", 0.0)])).unwrap();
-    assert_eq!(counts.created, Bounds { min: Some(1), max: Some(1) });
-    assert_eq!(counts.started, Bounds { min: Some(0), max: Some(0) });
+    assert_eq!(
+        counts.created,
+        Bounds {
+            min: Some(1),
+            max: Some(1)
+        }
+    );
+    assert_eq!(
+        counts.started,
+        Bounds {
+            min: Some(0),
+            max: Some(0)
+        }
+    );
     let counts = t.evaluate(&vars(&[("q", -4.0)])).unwrap();
     assert_eq!(counts.created.min, Some(1));
     assert_eq!(counts.started.max, Some(0));
@@ -172,14 +224,23 @@ fn unset_targets_are_none() {
     let t = TargetExprs::compile(&config("", "ceil(q / 10)", &["q"])).unwrap();
     let counts = t.evaluate(&vars(&[("q", 35.0)])).unwrap();
     assert_eq!(counts.created, Bounds::default());
-    assert_eq!(counts.started, Bounds { min: Some(4), max: Some(4) });
+    assert_eq!(
+        counts.started,
+        Bounds {
+            min: Some(4),
+            max: Some(4)
+        }
+    );
 }
 
 #[test]
 fn start_up_errors_name_the_key() {
     let err = TargetExprs::compile(&config("", "q > 0 ? 1 : 0", &["q"])).unwrap_err();
     assert_eq!(err.key, "started-machine-count");
-    assert!(err.to_string().starts_with("started-machine-count: expression \"q > 0 ? 1 : 0\" uses"));
+    assert!(
+        err.to_string()
+            .starts_with("started-machine-count: expression \"q > 0 ? 1 : 0\" uses")
+    );
     let c = Config {
         min_created_machine_count: "1".into(),
         max_created_machine_count: "nope + 1".into(),
@@ -196,5 +257,8 @@ fn start_up_errors_name_the_key() {
 fn evaluation_errors_name_the_target() {
     let t = TargetExprs::compile(&config("", "q", &["q"])).unwrap();
     let err = t.evaluate(&vars(&[("q", f64::NAN)])).unwrap_err();
-    assert_eq!(err.to_string(), "cannot calculate min started machine count: expression returned NaN");
+    assert_eq!(
+        err.to_string(),
+        "cannot calculate min started machine count: expression returned NaN"
+    );
 }

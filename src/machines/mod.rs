@@ -115,7 +115,9 @@ pub struct MachinesClient {
 
 impl fmt::Debug for MachinesClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MachinesClient").field("base", &self.base).finish()
+        f.debug_struct("MachinesClient")
+            .field("base", &self.base)
+            .finish()
     }
 }
 
@@ -142,26 +144,52 @@ impl MachinesClient {
     /// `GET /v1/apps/{app}/machines`, no filters: the planner needs `host_status` and `config`.
     pub fn list_machines(&self, app: &str, deadline: Deadline) -> Result<Vec<Machine>, ApiError> {
         let op = format!("list machines of {app}");
-        let reply = self.call(&op, "GET", &format!("/v1/apps/{app}/machines"), None, Retry::Idempotent, deadline)?;
+        let reply = self.call(
+            &op,
+            "GET",
+            &format!("/v1/apps/{app}/machines"),
+            None,
+            Retry::Idempotent,
+            deadline,
+        )?;
         decode(&op, &reply)
     }
 
     /// `POST /v1/apps/{app}/machines` with the cloned config, region and `skip_launch`.
-    pub fn create_machine(&self, app: &str, launch: &Launch, deadline: Deadline) -> Result<Machine, ApiError> {
+    pub fn create_machine(
+        &self,
+        app: &str,
+        launch: &Launch,
+        deadline: Deadline,
+    ) -> Result<Machine, ApiError> {
         let op = format!("create machine in {app} ({})", launch.region);
         let mut body = json!({ "config": launch.config, "region": launch.region });
         if launch.skip_launch {
             body["skip_launch"] = Value::Bool(true);
         }
-        let reply = self.call(&op, "POST", &format!("/v1/apps/{app}/machines"), Some(body), Retry::OnlyIfNotSent, deadline)?;
+        let reply = self.call(
+            &op,
+            "POST",
+            &format!("/v1/apps/{app}/machines"),
+            Some(body),
+            Retry::OnlyIfNotSent,
+            deadline,
+        )?;
         decode(&op, &reply)
     }
 
     /// `POST …/{id}/start`, no body. Starting a suspended machine resumes it.
     pub fn start_machine(&self, app: &str, id: &str, deadline: Deadline) -> Result<(), ApiError> {
         let op = format!("start machine {id}");
-        self.call(&op, "POST", &format!("/v1/apps/{app}/machines/{id}/start"), None, Retry::Idempotent, deadline)
-            .map(drop)
+        self.call(
+            &op,
+            "POST",
+            &format!("/v1/apps/{app}/machines/{id}/start"),
+            None,
+            Retry::Idempotent,
+            deadline,
+        )
+        .map(drop)
     }
 
     /// `POST …/{id}/stop` with the body fly-go sends: the id and a zero timeout (= the
@@ -169,15 +197,29 @@ impl MachinesClient {
     pub fn stop_machine(&self, app: &str, id: &str, deadline: Deadline) -> Result<(), ApiError> {
         let op = format!("stop machine {id}");
         let body = json!({ "id": id, "timeout": "0s" });
-        self.call(&op, "POST", &format!("/v1/apps/{app}/machines/{id}/stop"), Some(body), Retry::Idempotent, deadline)
-            .map(drop)
+        self.call(
+            &op,
+            "POST",
+            &format!("/v1/apps/{app}/machines/{id}/stop"),
+            Some(body),
+            Retry::Idempotent,
+            deadline,
+        )
+        .map(drop)
     }
 
     /// `DELETE …/{id}?kill=true`, as the Go program destroys.
     pub fn destroy_machine(&self, app: &str, id: &str, deadline: Deadline) -> Result<(), ApiError> {
         let op = format!("destroy machine {id}");
-        self.call(&op, "DELETE", &format!("/v1/apps/{app}/machines/{id}?kill=true"), None, Retry::Idempotent, deadline)
-            .map(drop)
+        self.call(
+            &op,
+            "DELETE",
+            &format!("/v1/apps/{app}/machines/{id}?kill=true"),
+            None,
+            Retry::Idempotent,
+            deadline,
+        )
+        .map(drop)
     }
 
     /// `GET /v1/apps?org_slug={org}`: the names of the organization's apps.
@@ -186,7 +228,12 @@ impl MachinesClient {
         let path = format!("/v1/apps?org_slug={}", encode_query_value(org));
         let reply = self.call(&op, "GET", &path, None, Retry::Idempotent, deadline)?;
         let apps: OrgApps = decode(&op, &reply)?;
-        Ok(apps.apps.into_iter().map(|a| a.name).filter(|n| !n.is_empty()).collect())
+        Ok(apps
+            .apps
+            .into_iter()
+            .map(|a| a.name)
+            .filter(|n| !n.is_empty())
+            .collect())
     }
 
     /// One call with the retry discipline described in the module docs.
@@ -214,11 +261,21 @@ impl MachinesClient {
                             .header("Content-Type", "application/json")
                             .body(b.to_string())
                             .map_err(ureq::Error::Http)?;
-                        agent.run(agent.configure_request(req).timeout_global(Some(timeout)).build())
+                        agent.run(
+                            agent
+                                .configure_request(req)
+                                .timeout_global(Some(timeout))
+                                .build(),
+                        )
                     }
                     None => {
                         let req = req.body(()).map_err(ureq::Error::Http)?;
-                        agent.run(agent.configure_request(req).timeout_global(Some(timeout)).build())
+                        agent.run(
+                            agent
+                                .configure_request(req)
+                                .timeout_global(Some(timeout))
+                                .build(),
+                        )
                     }
                 }
             });
@@ -235,9 +292,8 @@ impl MachinesClient {
                 Err(t) => {
                     let wait = match (&t, retry) {
                         (Transport::Timeout, _) => None,
-                        (Transport::NotConnected(_), _) | (Transport::Broken(_), Retry::Idempotent) => {
-                            Some(backoff(attempt))
-                        }
+                        (Transport::NotConnected(_), _)
+                        | (Transport::Broken(_), Retry::Idempotent) => Some(backoff(attempt)),
                         (Transport::Broken(_), Retry::OnlyIfNotSent) => None,
                     };
                     (ApiError::new(op, ApiErrorKind::Transport(t)), wait)
@@ -260,7 +316,9 @@ impl MachinesClient {
 
 /// Exponential backoff with full jitter: up to 100 ms, 200 ms, 400 ms, … capped at 2 s.
 fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE.saturating_mul(1 << (attempt - 1).min(10)).min(BACKOFF_CAP);
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1 << (attempt - 1).min(10))
+        .min(BACKOFF_CAP);
     ceiling / 2 + http::jitter(ceiling / 2)
 }
 
@@ -336,9 +394,15 @@ mod tests {
 
     #[test]
     fn origin_keeps_only_scheme_host_and_port() {
-        assert_eq!(origin("https://api.machines.dev").as_deref(), Some("https://api.machines.dev"));
+        assert_eq!(
+            origin("https://api.machines.dev").as_deref(),
+            Some("https://api.machines.dev")
+        );
         assert_eq!(origin("http://h:1/x/y?z").as_deref(), Some("http://h:1"));
-        assert_eq!(origin("http://_api.internal:4280/").as_deref(), Some("http://_api.internal:4280"));
+        assert_eq!(
+            origin("http://_api.internal:4280/").as_deref(),
+            Some("http://_api.internal:4280")
+        );
         assert_eq!(origin("api.machines.dev"), None);
         assert_eq!(origin("ftp://x"), None);
     }
@@ -346,7 +410,9 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         assert!(backoff(1) <= Duration::from_millis(100));
-        assert!(backoff(3) >= Duration::from_millis(200) && backoff(3) <= Duration::from_millis(400));
+        assert!(
+            backoff(3) >= Duration::from_millis(200) && backoff(3) <= Duration::from_millis(400)
+        );
         assert!(backoff(30) <= BACKOFF_CAP);
     }
 
@@ -356,7 +422,8 @@ mod tests {
             status: 503,
             content_type: "application/json".into(),
             retry_after: None,
-            body: include_str!("../../testdata/fixtures/error-response-insufficient-capacity.json").into(),
+            body: include_str!("../../testdata/fixtures/error-response-insufficient-capacity.json")
+                .into(),
         };
         let e = status_error("create machine in my-app (ord)", &reply);
         assert_eq!(
@@ -364,8 +431,15 @@ mod tests {
             "create machine in my-app (ord): HTTP 503: could not reserve resource for machine: insufficient memory available to fulfill request (insufficient_capacity)"
         );
         assert_eq!(e.kind_label(), "server_error");
-        let html = Reply { status: 502, body: "<html><title>Bad Gateway</title></html>".into(), ..reply };
-        assert_eq!(status_error("list machines of a", &html).to_string(), "list machines of a: HTTP 502: \"Bad Gateway\"");
+        let html = Reply {
+            status: 502,
+            body: "<html><title>Bad Gateway</title></html>".into(),
+            ..reply
+        };
+        assert_eq!(
+            status_error("list machines of a", &html).to_string(),
+            "list machines of a: HTTP 502: \"Bad Gateway\""
+        );
     }
 
     #[test]

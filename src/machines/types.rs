@@ -130,7 +130,10 @@ mod tests {
             "registry.fly.io/my-app:deployment-01J8ZK0A7Q5X2N4W6R8T0Y1M3P@sha256:6a0e2dbc75177ccbbf7e46eacf0988c848879877e8f2f6df9300b0882ea433e3"
         );
         let groups: Vec<&str> = machines.iter().map(Machine::process_group).collect();
-        assert_eq!(groups, ["app", "app", "app", "app", "worker", "app", "app", "app"]);
+        assert_eq!(
+            groups,
+            ["app", "app", "app", "app", "worker", "app", "app", "app"]
+        );
         assert_eq!(machines[6].host_status, "unreachable");
         assert!(machines[6].config.is_none());
     }
@@ -154,8 +157,14 @@ mod tests {
             tag: tag.into(),
             digest: digest.into(),
         };
-        assert_eq!(r("latest", "").full(), "registry-1.docker.io/library/ubuntu:latest");
-        assert_eq!(r("", "sha256:ab").full(), "registry-1.docker.io/library/ubuntu@sha256:ab");
+        assert_eq!(
+            r("latest", "").full(),
+            "registry-1.docker.io/library/ubuntu:latest"
+        );
+        assert_eq!(
+            r("", "sha256:ab").full(),
+            "registry-1.docker.io/library/ubuntu@sha256:ab"
+        );
         assert_eq!(r("", "").full(), "registry-1.docker.io/library/ubuntu");
     }
 }

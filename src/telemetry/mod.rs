@@ -99,25 +99,71 @@ impl Telemetry {
             series: BTreeMap::new(),
         };
         let mut families = vec![
-            family(GO_START, Kind::Untyped, "Machines started (ok) or that failed to start (failed); Go fly-autoscaler name."),
-            family(GO_STOP, Kind::Untyped, "Machines stopped (ok) or that failed to stop (failed); Go fly-autoscaler name."),
-            family(GO_RECONCILE, Kind::Untyped, "Reconciles by the action taken; Go fly-autoscaler name."),
-            family(ACTIONS, Kind::Counter, "Machine operations by app, operation and outcome."),
-            family(RECONCILES, Kind::Counter, "Completed reconciles by app and the action taken."),
-            family(ERRORS, Kind::Counter, "Reconciles that failed, by app and kind of failure."),
-            family(SKIPPED, Kind::Counter, "Ticks on which an app was not reconciled, by reason."),
-            family(METRIC_VALUE, Kind::Gauge, "Last collected value of each metric, per app."),
-            family(TARGET, Kind::Gauge, "Target machine counts from the expressions (created/started, min/max)."),
-            family(MACHINES, Kind::Gauge, "Managed machines by state at the last reconcile (created = all states)."),
+            family(
+                GO_START,
+                Kind::Untyped,
+                "Machines started (ok) or that failed to start (failed); Go fly-autoscaler name.",
+            ),
+            family(
+                GO_STOP,
+                Kind::Untyped,
+                "Machines stopped (ok) or that failed to stop (failed); Go fly-autoscaler name.",
+            ),
+            family(
+                GO_RECONCILE,
+                Kind::Untyped,
+                "Reconciles by the action taken; Go fly-autoscaler name.",
+            ),
+            family(
+                ACTIONS,
+                Kind::Counter,
+                "Machine operations by app, operation and outcome.",
+            ),
+            family(
+                RECONCILES,
+                Kind::Counter,
+                "Completed reconciles by app and the action taken.",
+            ),
+            family(
+                ERRORS,
+                Kind::Counter,
+                "Reconciles that failed, by app and kind of failure.",
+            ),
+            family(
+                SKIPPED,
+                Kind::Counter,
+                "Ticks on which an app was not reconciled, by reason.",
+            ),
+            family(
+                METRIC_VALUE,
+                Kind::Gauge,
+                "Last collected value of each metric, per app.",
+            ),
+            family(
+                TARGET,
+                Kind::Gauge,
+                "Target machine counts from the expressions (created/started, min/max).",
+            ),
+            family(
+                MACHINES,
+                Kind::Gauge,
+                "Managed machines by state at the last reconcile (created = all states).",
+            ),
             family(APPS, Kind::Gauge, "Apps currently being reconciled."),
         ];
         // The Go program exported these from start-up, at zero.
         for (name, statuses) in [
             (GO_START, &["ok", "failed"][..]),
             (GO_STOP, &["ok", "failed"][..]),
-            (GO_RECONCILE, &["create", "destroy", "start", "stop", "no_scale"][..]),
+            (
+                GO_RECONCILE,
+                &["create", "destroy", "start", "stop", "no_scale"][..],
+            ),
         ] {
-            let f = families.iter_mut().find(|f| f.name == name).expect("declared above");
+            let f = families
+                .iter_mut()
+                .find(|f| f.name == name)
+                .expect("declared above");
             for s in statuses {
                 f.series.insert(vec![("status", s.to_string())], 0.0);
             }
@@ -149,7 +195,10 @@ impl Telemetry {
     /// One machine operation and its outcome.
     pub fn machine_op(&self, app: &str, op: MachineOp, ok: bool) {
         let status = if ok { "ok" } else { "failed" };
-        self.inc(ACTIONS, &[("app", app), ("op", op.as_str()), ("status", status)]);
+        self.inc(
+            ACTIONS,
+            &[("app", app), ("op", op.as_str()), ("status", status)],
+        );
         match op {
             MachineOp::Start => self.inc(GO_START, &[("status", status)]),
             MachineOp::Stop => self.inc(GO_STOP, &[("status", status)]),
@@ -269,7 +318,12 @@ impl Telemetry {
         {
             let h = self.durations.lock().unwrap_or_else(|e| e.into_inner());
             let name = "fas_reconcile_duration_seconds";
-            header(&mut out, name, "Time taken by reconciles, from release check to the last machine call.", "histogram");
+            header(
+                &mut out,
+                name,
+                "Time taken by reconciles, from release check to the last machine call.",
+                "histogram",
+            );
             for (bound, count) in DURATION_BUCKETS.iter().zip(h.counts) {
                 let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
             }
@@ -277,15 +331,29 @@ impl Telemetry {
             let _ = writeln!(out, "{name}_sum {}", format_value(h.sum));
             let _ = writeln!(out, "{name}_count {}", h.count);
         }
-        header(&mut out, "fas_build_info", "Version of the running autoscaler.", "gauge");
+        header(
+            &mut out,
+            "fas_build_info",
+            "Version of the running autoscaler.",
+            "gauge",
+        );
         let _ = writeln!(
             out,
             "fas_build_info{{version=\"{}\",commit=\"{}\"}} 1",
             escape(env!("CARGO_PKG_VERSION")),
             escape(option_env!("FAS_COMMIT").unwrap_or("unknown"))
         );
-        header(&mut out, "fas_uptime_seconds", "Seconds since the process started.", "gauge");
-        let _ = writeln!(out, "fas_uptime_seconds {}", format_value(self.started.elapsed().as_secs_f64()));
+        header(
+            &mut out,
+            "fas_uptime_seconds",
+            "Seconds since the process started.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "fas_uptime_seconds {}",
+            format_value(self.started.elapsed().as_secs_f64())
+        );
         process::render(&mut out);
         out
     }
@@ -313,7 +381,9 @@ fn sample(out: &mut String, name: &str, labels: &[(&'static str, String)], value
 
 /// Label-value escaping of the text format: backslash, quote and newline only.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn format_value(v: f64) -> String {
@@ -360,7 +430,10 @@ mod tests {
             "a",
             &TargetCounts {
                 created: Bounds::default(),
-                started: Bounds { min: Some(2), max: Some(3) },
+                started: Bounds {
+                    min: Some(2),
+                    max: Some(3),
+                },
             },
         );
         let text = t.render();
@@ -378,12 +451,18 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
-        assert!(!text.contains("state=\"created\",bound=\"min\""), "unset targets are absent");
+        assert!(
+            !text.contains("state=\"created\",bound=\"min\""),
+            "unset targets are absent"
+        );
         t.forget_app("a");
         let text = t.render();
         assert!(!text.contains("app=\"a\""));
         assert!(text.contains("app=\"b\""));
-        assert!(text.contains("fas_machine_start_count{status=\"ok\"} 1"), "global counters stay");
+        assert!(
+            text.contains("fas_machine_start_count{status=\"ok\"} 1"),
+            "global counters stay"
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ pub fn render(out: &mut String) {
     };
     let mut gauge = |name: &str, kind: &str, help: &str, value: Option<f64>| {
         if let Some(v) = value {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         }
     };
     gauge(

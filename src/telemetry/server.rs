@@ -23,10 +23,14 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Listens on `addr` (`:9090` means every interface, as in Go).
     pub fn start(addr: &str, telemetry: Arc<Telemetry>) -> Result<MetricsServer, String> {
-        let bind = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
-        let server = Server::http(&bind)
-            .map(Arc::new)
-            .map_err(|e| format!("cannot listen on metrics-addr {addr:?} (FAS_METRICS_ADDR): {e}"))?;
+        let bind = if addr.starts_with(':') {
+            format!("0.0.0.0{addr}")
+        } else {
+            addr.to_string()
+        };
+        let server = Server::http(&bind).map(Arc::new).map_err(|e| {
+            format!("cannot listen on metrics-addr {addr:?} (FAS_METRICS_ADDR): {e}")
+        })?;
         let local = server
             .server_addr()
             .to_ip()
@@ -41,13 +45,21 @@ impl MetricsServer {
                         (tiny_http::Method::Get, "/metrics") => {
                             text(200, telemetry.render(), CONTENT_TYPE)
                         }
-                        (tiny_http::Method::Get, "/healthz") if telemetry.is_alive(HEALTH_MAX_AGE) => {
+                        (tiny_http::Method::Get, "/healthz")
+                            if telemetry.is_alive(HEALTH_MAX_AGE) =>
+                        {
                             text(200, "ok\n".into(), "text/plain; charset=utf-8")
                         }
-                        (tiny_http::Method::Get, "/healthz") => {
-                            text(503, "scheduler stalled\n".into(), "text/plain; charset=utf-8")
-                        }
-                        _ => text(404, "404 page not found\n".into(), "text/plain; charset=utf-8"),
+                        (tiny_http::Method::Get, "/healthz") => text(
+                            503,
+                            "scheduler stalled\n".into(),
+                            "text/plain; charset=utf-8",
+                        ),
+                        _ => text(
+                            404,
+                            "404 page not found\n".into(),
+                            "text/plain; charset=utf-8",
+                        ),
                     };
                     let _ = request.respond(response);
                 }
@@ -77,5 +89,7 @@ impl Drop for MetricsServer {
 
 fn text(status: u16, body: String, content_type: &str) -> Response<std::io::Cursor<Vec<u8>>> {
     let header = Header::from_bytes("Content-Type", content_type).expect("static header is valid");
-    Response::from_string(body).with_status_code(status).with_header(header)
+    Response::from_string(body)
+        .with_status_code(status)
+        .with_header(header)
 }
