@@ -6,5 +6,6 @@
 pub mod bin;
 pub mod fake_http;
 pub mod prometheus;
+pub mod scenario;
 pub mod simulator;
 pub mod temporal;
