@@ -21,9 +21,18 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Variables kept from the test process' environment.
 const KEPT_VARS: [&str; 3] = ["PATH", "HOME", "TMPDIR"];
 
-/// The built binary under test.
+/// The built binary under test. Integration tests get its path from Cargo; examples (which
+/// include this module too) find it next to their own directory, `target/<profile>/`.
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fly-autoscaler"))
+    if let Some(path) = option_env!("CARGO_BIN_EXE_fly-autoscaler") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("path of the running example");
+    let profile_dir = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .expect("examples live in target/<profile>/examples");
+    profile_dir.join("fly-autoscaler")
 }
 
 /// What a finished child printed and how it ended.

@@ -1,0 +1,58 @@
+# fly-autoscaler (Rust). `make help` lists the targets.
+
+MUSL_TARGET := x86_64-unknown-linux-musl
+STATIC_BIN  := target/$(MUSL_TARGET)/release/fly-autoscaler
+COMMIT      := $(shell git rev-parse HEAD 2>/dev/null)
+IMAGE       ?= fly-autoscaler-rs:latest
+
+# ring (TLS) compiles C for the musl target with Debian's musl-gcc.
+export CC_x86_64_unknown_linux_musl := musl-gcc
+
+.PHONY: help deps build test lint fmt demo bench static image clean
+
+help:
+	@echo "make demo    run the autoscaler end to end: local Prometheus + Machines API simulator"
+	@echo "make test    install test dependencies if missing, then run every test"
+	@echo "make build   debug build"
+	@echo "make static  static, stripped musl release binary ($(STATIC_BIN))"
+	@echo "make image   docker image FROM scratch (needs a Docker engine)"
+	@echo "make bench   speed and memory numbers, printed as a table"
+	@echo "make lint    rustfmt check and clippy with warnings as errors"
+	@echo "make fmt     format the code"
+
+deps:
+	@./.ci/deps
+
+build:
+	cargo build
+
+# Every test: unit tests, integration tests against real Prometheus and Temporal servers and
+# the Machines API simulator, and the scratch-container test of the static binary.
+test: deps lint static
+	FAS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) cargo test --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+demo: deps
+	cargo build --bin fly-autoscaler --example demo
+	./target/debug/examples/demo
+
+bench: deps static
+	cargo build --release --bin fly-autoscaler --example bench
+	FAS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) ./target/release/examples/bench
+
+static:
+	@./.ci/deps >/dev/null
+	FAS_COMMIT=$(COMMIT) cargo build --release --target $(MUSL_TARGET) --bin fly-autoscaler
+	@ls -l $(STATIC_BIN)
+
+image: static
+	docker build --build-arg BINARY=$(STATIC_BIN) -t $(IMAGE) .
+
+clean:
+	cargo clean
