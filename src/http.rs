@@ -87,11 +87,21 @@ impl From<ureq::Error> for Transport {
                 Transport::NotConnected(io.to_string())
             }
             ureq::Error::Io(io) if io.kind() == ErrorKind::TimedOut => Transport::Timeout,
+            // rustls handshake failures arrive as I/O errors: the request was never sent.
+            ureq::Error::Io(io) if is_tls_failure(&io.to_string()) => {
+                Transport::NotConnected(format!("TLS handshake failed: {io}"))
+            }
             ureq::Error::Tls(m) => Transport::NotConnected(format!("TLS: {m}")),
             ureq::Error::Rustls(e) => Transport::NotConnected(format!("TLS: {e}")),
             other => Transport::Broken(other.to_string()),
         }
     }
+}
+
+fn is_tls_failure(message: &str) -> bool {
+    ["certificate", "handshake", "received fatal alert", "tls"]
+        .iter()
+        .any(|m| message.to_ascii_lowercase().contains(m))
 }
 
 /// A response read in full.

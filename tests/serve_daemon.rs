@@ -34,7 +34,11 @@ fn serve(sim: &Simulator, metric: &Metric, app: &str, extra: &[(&str, &str)]) ->
     let metrics = format!("http://{addr}/metrics");
     let deadline = Instant::now() + Duration::from_secs(10);
     while bin::http_get(&metrics, &[], Duration::from_secs(1)).is_err() {
-        assert!(Instant::now() < deadline, "serve did not start:\n{}", daemon.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "serve did not start:\n{}",
+            daemon.stderr()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Serve { daemon, metrics }
@@ -42,7 +46,9 @@ fn serve(sim: &Simulator, metric: &Metric, app: &str, extra: &[(&str, &str)]) ->
 
 impl Serve {
     fn scrape(&self) -> String {
-        bin::http_get(&self.metrics, &[], Duration::from_secs(5)).expect("scrape").1
+        bin::http_get(&self.metrics, &[], Duration::from_secs(5))
+            .expect("scrape")
+            .1
     }
 
     /// The value of one sample line, e.g. `fas_reconcile_count{status="start"}`.
@@ -56,7 +62,11 @@ impl Serve {
     fn wait_for(&self, what: &str, cond: impl Fn() -> bool, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", self.daemon.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                self.daemon.stderr()
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -65,7 +75,11 @@ impl Serve {
 /// Machine-list requests made for `app` so far.
 fn lists(sim: &Simulator, app: &str) -> Vec<Instant> {
     let path = format!("/v1/apps/{app}/machines");
-    sim.requests().into_iter().filter(|r| r.method == "GET" && r.path == path).map(|r| r.at).collect()
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == path)
+        .map(|r| r.at)
+        .collect()
 }
 
 #[test]
@@ -78,7 +92,15 @@ fn scales_up_and_down_as_the_metric_moves() {
     let metric = Metric::start(0.0);
     let s = serve(&sim, &metric, "my-app", &[]);
     let sim = &sim;
-    let started = |n: usize| move || sim.machines("my-app").iter().filter(|m| m.state == "started").count() == n;
+    let started = |n: usize| {
+        move || {
+            sim.machines("my-app")
+                .iter()
+                .filter(|m| m.state == "started")
+                .count()
+                == n
+        }
+    };
     metric.set(3.0);
     s.wait_for("3 started", started(3), Duration::from_secs(10));
     metric.set(10.0);
@@ -87,12 +109,25 @@ fn scales_up_and_down_as_the_metric_moves() {
     s.wait_for("1 started", started(1), Duration::from_secs(10));
     assert!(s.sample("fas_reconcile_count{status=\"start\"}").unwrap() >= 2.0);
     assert!(s.sample("fas_reconcile_count{status=\"stop\"}").unwrap() >= 1.0);
-    assert_eq!(s.sample("fas_machine_start_count{status=\"ok\"}"), Some(4.0));
+    assert_eq!(
+        s.sample("fas_machine_start_count{status=\"ok\"}"),
+        Some(4.0)
+    );
     assert_eq!(s.sample("fas_machine_stop_count{status=\"ok\"}"), Some(3.0));
-    assert_eq!(s.sample("fas_metric_value{app=\"my-app\",metric=\"q\"}"), Some(1.0));
-    assert_eq!(s.sample("fas_target_machines{app=\"my-app\",state=\"started\",bound=\"min\"}"), Some(1.0));
+    assert_eq!(
+        s.sample("fas_metric_value{app=\"my-app\",metric=\"q\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.sample("fas_target_machines{app=\"my-app\",state=\"started\",bound=\"min\"}"),
+        Some(1.0)
+    );
     let current = || s.sample("fas_machines{app=\"my-app\",state=\"started\"}") == Some(1.0);
-    s.wait_for("the next pass to see 1 started", current, Duration::from_secs(5));
+    s.wait_for(
+        "the next pass to see 1 started",
+        current,
+        Duration::from_secs(5),
+    );
     assert_eq!(s.sample("fas_managed_apps"), Some(1.0));
 }
 
@@ -107,9 +142,22 @@ fn concurrency_is_respected_across_wildcard_apps() {
     sim.add_app("my-org", "not-mine");
     sim.set_latency(Duration::from_millis(150));
     let metric = Metric::start(1.0);
-    let s = serve(&sim, &metric, "my-app-*", &[("FAS_ORG", "my-org"), ("FAS_CONCURRENCY", "3")]);
-    s.wait_for("every app reconciled twice", || (0..6).all(|i| lists(&sim, &format!("my-app-{i}")).len() >= 2), Duration::from_secs(20));
-    assert_eq!(sim.max_in_flight(), 3, "at most `concurrency` reconciles at once, and all of them used");
+    let s = serve(
+        &sim,
+        &metric,
+        "my-app-*",
+        &[("FAS_ORG", "my-org"), ("FAS_CONCURRENCY", "3")],
+    );
+    s.wait_for(
+        "every app reconciled twice",
+        || (0..6).all(|i| lists(&sim, &format!("my-app-{i}")).len() >= 2),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        sim.max_in_flight(),
+        3,
+        "at most `concurrency` reconciles at once, and all of them used"
+    );
     assert!(lists(&sim, "not-mine").is_empty());
     assert_eq!(s.sample("fas_managed_apps"), Some(6.0));
 }
@@ -124,26 +172,70 @@ fn apps_appear_and_disappear_between_refreshes() {
         &sim,
         &metric,
         "my-app-*",
-        &[("FAS_ORG", "my-org"), ("FAS_APP_LIST_REFRESH_INTERVAL", "300ms"), ("FAS_CONCURRENCY", "2")],
+        &[
+            ("FAS_ORG", "my-org"),
+            ("FAS_APP_LIST_REFRESH_INTERVAL", "300ms"),
+            ("FAS_CONCURRENCY", "2"),
+        ],
     );
-    s.wait_for("my-app-a reconciled", || !lists(&sim, "my-app-a").is_empty(), Duration::from_secs(10));
+    s.wait_for(
+        "my-app-a reconciled",
+        || !lists(&sim, "my-app-a").is_empty(),
+        Duration::from_secs(10),
+    );
     sim.add_app("my-org", "my-app-b");
     sim.add_machine("my-app-b", MachineSpec::new("stopped"));
-    s.wait_for("my-app-b started", || sim.machines("my-app-b")[0].state == "started", Duration::from_secs(10));
+    s.wait_for(
+        "my-app-b started",
+        || sim.machines("my-app-b")[0].state == "started",
+        Duration::from_secs(10),
+    );
     assert!(s.daemon.stderr().contains("managing app app=my-app-b"));
 
     sim.remove_app("my-app-a");
-    s.wait_for("my-app-a dropped", || s.daemon.stderr().contains("app no longer matches, stopped managing it app=my-app-a"), Duration::from_secs(10));
+    s.wait_for(
+        "my-app-a dropped",
+        || {
+            s.daemon
+                .stderr()
+                .contains("app no longer matches, stopped managing it app=my-app-a")
+        },
+        Duration::from_secs(10),
+    );
     let seen = lists(&sim, "my-app-a").len();
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(lists(&sim, "my-app-a").len(), seen, "a removed app is no longer reconciled");
-    assert!(!s.scrape().contains("app=\"my-app-a\""), "its series are gone from /metrics");
+    assert_eq!(
+        lists(&sim, "my-app-a").len(),
+        seen,
+        "a removed app is no longer reconciled"
+    );
+    assert!(
+        !s.scrape().contains("app=\"my-app-a\""),
+        "its series are gone from /metrics"
+    );
 
     // A failed refresh keeps the last list.
-    sim.inject(FaultRule::new(Some("GET"), Some("org_slug"), 1000, Fault::status(500, r#"{"error":"boom"}"#)));
-    s.wait_for("refresh failure logged", || s.daemon.stderr().contains("app list update failed, keeping the last list"), Duration::from_secs(10));
+    sim.inject(FaultRule::new(
+        Some("GET"),
+        Some("org_slug"),
+        1000,
+        Fault::status(500, r#"{"error":"boom"}"#),
+    ));
+    s.wait_for(
+        "refresh failure logged",
+        || {
+            s.daemon
+                .stderr()
+                .contains("app list update failed, keeping the last list")
+        },
+        Duration::from_secs(10),
+    );
     let before = lists(&sim, "my-app-b").len();
-    s.wait_for("my-app-b still reconciled", || lists(&sim, "my-app-b").len() > before + 2, Duration::from_secs(10));
+    s.wait_for(
+        "my-app-b still reconciled",
+        || lists(&sim, "my-app-b").len() > before + 2,
+        Duration::from_secs(10),
+    );
 }
 
 #[test]
@@ -153,20 +245,47 @@ fn a_slow_app_skips_its_ticks_without_delaying_others() {
         sim.add_app("my-org", app);
         sim.add_machine(app, MachineSpec::new("started"));
     }
-    sim.inject(FaultRule::new(Some("GET"), Some("/my-app-slow/machines"), 1, Fault::Hang(Duration::from_secs(3))));
+    sim.inject(FaultRule::new(
+        Some("GET"),
+        Some("/my-app-slow/machines"),
+        1,
+        Fault::Hang(Duration::from_secs(3)),
+    ));
     let metric = Metric::start(1.0);
-    let s = serve(&sim, &metric, "my-app-*", &[("FAS_ORG", "my-org"), ("FAS_CONCURRENCY", "2")]);
+    let s = serve(
+        &sim,
+        &metric,
+        "my-app-*",
+        &[("FAS_ORG", "my-org"), ("FAS_CONCURRENCY", "2")],
+    );
     std::thread::sleep(Duration::from_millis(2000));
     let fast = lists(&sim, "my-app-fast");
-    assert!(fast.len() >= 6, "the fast app kept its 200ms rhythm: {} lists in 2s", fast.len());
+    assert!(
+        fast.len() >= 6,
+        "the fast app kept its 200ms rhythm: {} lists in 2s",
+        fast.len()
+    );
     assert_eq!(lists(&sim, "my-app-slow").len(), 1, "still hanging");
-    let skipped = s.sample("fas_skipped_ticks_total{app=\"my-app-slow\",reason=\"busy\"}").unwrap_or(0.0);
+    let skipped = s
+        .sample("fas_skipped_ticks_total{app=\"my-app-slow\",reason=\"busy\"}")
+        .unwrap_or(0.0);
     assert!(skipped >= 5.0, "skipped {skipped}");
-    assert!(s.sample("fas_skipped_ticks_total{app=\"my-app-fast\",reason=\"busy\"}").is_none());
-    assert!(s.daemon.stderr().contains("previous reconcile still running, skipping this tick app=my-app-slow"));
+    assert!(
+        s.sample("fas_skipped_ticks_total{app=\"my-app-fast\",reason=\"busy\"}")
+            .is_none()
+    );
+    assert!(
+        s.daemon
+            .stderr()
+            .contains("previous reconcile still running, skipping this tick app=my-app-slow")
+    );
     // Skipped ticks are dropped, not queued: once the hang ends it is reconciled again on
     // the normal rhythm, not in a burst.
-    s.wait_for("slow app back", || lists(&sim, "my-app-slow").len() >= 2, Duration::from_secs(5));
+    s.wait_for(
+        "slow app back",
+        || lists(&sim, "my-app-slow").len() >= 2,
+        Duration::from_secs(5),
+    );
 }
 
 #[test]
@@ -174,13 +293,29 @@ fn the_reconcile_timeout_bounds_a_hung_api() {
     let sim = Simulator::start();
     sim.add_app("my-org", "my-app");
     sim.add_machine("my-app", MachineSpec::new("stopped"));
-    sim.inject(FaultRule::new(Some("GET"), Some("/my-app/machines"), 1, Fault::Hang(Duration::from_secs(60))));
+    sim.inject(FaultRule::new(
+        Some("GET"),
+        Some("/my-app/machines"),
+        1,
+        Fault::Hang(Duration::from_secs(60)),
+    ));
     let metric = Metric::start(1.0);
     let started = Instant::now();
     let s = serve(&sim, &metric, "my-app", &[("FAS_TIMEOUT", "1s")]);
-    s.wait_for("machine started after the hung call timed out", || sim.machines("my-app")[0].state == "started", Duration::from_secs(10));
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-    assert_eq!(s.sample("fas_reconcile_errors_total{app=\"my-app\",kind=\"timeout\"}"), Some(1.0));
+    s.wait_for(
+        "machine started after the hung call timed out",
+        || sim.machines("my-app")[0].state == "started",
+        Duration::from_secs(10),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        s.sample("fas_reconcile_errors_total{app=\"my-app\",kind=\"timeout\"}"),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -191,21 +326,59 @@ fn metrics_pass_promtool_and_are_scraped_by_prometheus() {
     sim.add_machine("my-app", MachineSpec::new("stopped"));
     let metric = Metric::start(2.0);
     let s = serve(&sim, &metric, "my-app", &[]);
-    s.wait_for("started", || s.sample("fas_machine_start_count{status=\"ok\"}") == Some(2.0), Duration::from_secs(10));
-    s.wait_for("a no_scale pass", || s.sample("fas_reconcile_count{status=\"no_scale\"}").unwrap_or(0.0) >= 1.0, Duration::from_secs(10));
+    s.wait_for(
+        "started",
+        || s.sample("fas_machine_start_count{status=\"ok\"}") == Some(2.0),
+        Duration::from_secs(10),
+    );
+    s.wait_for(
+        "a no_scale pass",
+        || {
+            s.sample("fas_reconcile_count{status=\"no_scale\"}")
+                .unwrap_or(0.0)
+                >= 1.0
+        },
+        Duration::from_secs(10),
+    );
 
     let (status, body) = bin::http_get(&s.metrics, &[], Duration::from_secs(5)).unwrap();
     assert_eq!(status, 200);
     promtool_check_metrics(&body).unwrap();
     let health = s.metrics.replace("/metrics", "/healthz");
-    assert_eq!(bin::http_get(&health, &[], Duration::from_secs(5)).unwrap().0, 200);
-    assert_eq!(bin::http_get(&s.metrics.replace("/metrics", "/debug/pprof/"), &[], Duration::from_secs(5)).unwrap().0, 404);
+    assert_eq!(
+        bin::http_get(&health, &[], Duration::from_secs(5))
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(
+        bin::http_get(
+            &s.metrics.replace("/metrics", "/debug/pprof/"),
+            &[],
+            Duration::from_secs(5)
+        )
+        .unwrap()
+        .0,
+        404
+    );
 
-    let target = s.metrics.trim_start_matches("http://").trim_end_matches("/metrics").to_string();
+    let target = s
+        .metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
     let prom = Prometheus::start(&[&target]);
-    let started = prom.wait_for("fas_machine_start_count{status=\"ok\"}", |v| v == 2.0, Duration::from_secs(30));
+    let started = prom.wait_for(
+        "fas_machine_start_count{status=\"ok\"}",
+        |v| v == 2.0,
+        Duration::from_secs(30),
+    );
     assert_eq!(started, 2.0);
-    let ok = prom.wait_for("sum(fas_machine_actions_total{app=\"my-app\",op=\"start\",status=\"ok\"})", |v| v == 2.0, Duration::from_secs(30));
+    let ok = prom.wait_for(
+        "sum(fas_machine_actions_total{app=\"my-app\",op=\"start\",status=\"ok\"})",
+        |v| v == 2.0,
+        Duration::from_secs(30),
+    );
     assert_eq!(ok, 2.0);
     assert_eq!(prom.scrape_health(&target).as_deref(), Some("up"));
 }
@@ -219,14 +392,28 @@ fn shutdown_on(signal: &str) {
     sim.set_latency(Duration::from_millis(400));
     let metric = Metric::start(3.0);
     let mut s = serve(&sim, &metric, "my-app", &[("FAS_ACTION_CONCURRENCY", "1")]);
-    s.wait_for("a reconcile in flight", || sim.in_flight() > 0, Duration::from_secs(10));
+    s.wait_for(
+        "a reconcile in flight",
+        || sim.in_flight() > 0,
+        Duration::from_secs(10),
+    );
     let sent = Instant::now();
     s.daemon.signal(signal);
     let code = s.daemon.wait_exit(Duration::from_secs(8));
-    assert_eq!(code, Some(0), "exit after SIG{signal}:\n{}", s.daemon.stderr());
+    assert_eq!(
+        code,
+        Some(0),
+        "exit after SIG{signal}:\n{}",
+        s.daemon.stderr()
+    );
     assert!(sent.elapsed() < Duration::from_secs(8));
     let log = s.daemon.stderr();
-    assert!(log.contains(&format!("signal received, finishing running reconciles signal=SIG{signal}")), "{log}");
+    assert!(
+        log.contains(&format!(
+            "signal received, finishing running reconciles signal=SIG{signal}"
+        )),
+        "{log}"
+    );
     assert!(log.contains("shutdown complete"), "{log}");
 }
 
@@ -247,13 +434,27 @@ fn json_logs() {
     sim.add_machine("my-app", MachineSpec::new("stopped"));
     let metric = Metric::start(1.0);
     let s = serve(&sim, &metric, "my-app", &[("FAS_LOG_FORMAT", "json")]);
-    s.wait_for("machine started log", || s.daemon.stderr().contains("\"msg\":\"machine started\""), Duration::from_secs(10));
+    s.wait_for(
+        "machine started log",
+        || s.daemon.stderr().contains("\"msg\":\"machine started\""),
+        Duration::from_secs(10),
+    );
     for line in s.daemon.stderr().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string() && v["msg"].is_string(), "{line}");
-        assert!(line.starts_with("{\"level\":"), "level first, as in Go: {line}");
+        assert!(
+            line.starts_with("{\"level\":"),
+            "level first, as in Go: {line}"
+        );
     }
-    let reconciled = s.daemon.stderr().lines().find(|l| l.contains("\"msg\":\"reconciled\"")).map(String::from).unwrap();
+    let reconciled = s
+        .daemon
+        .stderr()
+        .lines()
+        .find(|l| l.contains("\"msg\":\"reconciled\""))
+        .map(String::from)
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&reconciled).unwrap();
     assert_eq!(v["app"], "my-app");
     assert_eq!(v["started"], 0);

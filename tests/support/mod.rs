@@ -9,3 +9,4 @@ pub mod prometheus;
 pub mod scenario;
 pub mod simulator;
 pub mod temporal;
+pub mod tls_proxy;
