@@ -148,6 +148,9 @@ impl Reconciler {
             },
         );
         self.telemetry.current(app, &plan.current);
+        if plan.action == Action::NoCloneSource {
+            return Err(ReconcileError::NoCloneSource);
+        }
         if plan.shortfall() > 0 {
             log::warn!(app, shortfall = plan.shortfall();
                 "not enough stopped machines available to reach target, please create more machines");
@@ -155,7 +158,7 @@ impl Reconciler {
         let (ok, failed) = if self.dry_run {
             (0, 0)
         } else {
-            self.apply(app, &plan, state, deadline)?
+            self.apply(app, &plan, state, deadline)
         };
         let action = action_label(&plan.action);
         let c = plan.current;
@@ -224,12 +227,11 @@ impl Reconciler {
         plan: &Plan,
         state: &Mutex<AppState>,
         deadline: Deadline,
-    ) -> Result<(usize, usize), ReconcileError> {
+    ) -> (usize, usize) {
         let n = self.action_concurrency;
         let m = &self.machines;
-        let result = match &plan.action {
-            Action::None => (0, 0),
-            Action::NoCloneSource => return Err(ReconcileError::NoCloneSource),
+        match &plan.action {
+            Action::None | Action::NoCloneSource => (0, 0),
             Action::Create { launches, .. } => {
                 if !self.regions.is_empty() {
                     lock(state).region_cursor += launches.len();
@@ -243,30 +245,22 @@ impl Reconciler {
                 })
             }
             Action::Destroy(ids) => bulk(ids, ids.len(), Mode::Once, n, |id| {
-                self.record(
-                    app,
-                    MachineOp::Destroy,
-                    id,
-                    m.destroy_machine(app, id, deadline),
-                )
+                let result = m.destroy_machine(app, id, deadline);
+                self.record(app, MachineOp::Destroy, id, result)
             }),
             Action::Start { candidates, needed } => {
                 bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
-                    self.record(
-                        app,
-                        MachineOp::Start,
-                        id,
-                        m.start_machine(app, id, deadline),
-                    )
+                    let result = m.start_machine(app, id, deadline);
+                    self.record(app, MachineOp::Start, id, result)
                 })
             }
             Action::Stop { candidates, needed } => {
                 bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
-                    self.record(app, MachineOp::Stop, id, m.stop_machine(app, id, deadline))
+                    let result = m.stop_machine(app, id, deadline);
+                    self.record(app, MachineOp::Stop, id, result)
                 })
             }
-        };
-        Ok(result)
+        }
     }
 
     /// Counts and logs one machine operation; true if it succeeded.

@@ -461,3 +461,59 @@ fn json_logs() {
     assert_eq!(v["target_started"], "1");
     assert!(v["took_ms"].is_u64());
 }
+
+/// As PID 1 (a container's init), the kernel drops signals that have no handler; the
+/// autoscaler installs handlers, so SIGTERM still shuts it down cleanly.
+#[test]
+fn sigterm_works_as_pid_1() {
+    let sim = Simulator::start();
+    sim.add_app("my-org", "my-app");
+    sim.add_machine("my-app", MachineSpec::new("started"));
+    let metric = Metric::start(1.0);
+    let base = scenario::env(&sim, &metric, "my-app");
+    let env = scenario::with(
+        &base,
+        &[
+            ("FAS_STARTED_MACHINE_COUNT", "q"),
+            ("FAS_INTERVAL", "200ms"),
+            ("FAS_METRICS_ADDR", "off"),
+        ],
+    );
+    let binary = bin::binary();
+    let mut args = vec!["--pid", "--fork", "--kill-child"];
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if !is_root {
+        args.extend(["--user", "--map-root-user"]);
+    }
+    args.extend([binary.to_str().unwrap(), "serve"]);
+    let mut outer = Daemon::spawn_command("unshare", &args, &env);
+    assert!(
+        outer.wait_for_stderr("reconciled", Duration::from_secs(10)),
+        "{}",
+        outer.stderr()
+    );
+    assert!(
+        outer.stderr().contains(" pid=1\n"),
+        "runs as PID 1: {}",
+        outer.stderr()
+    );
+    // The autoscaler is PID 1 inside; from here it is the child of `unshare`.
+    let children = std::process::Command::new("pgrep")
+        .args(["-P", &outer.pid().to_string()])
+        .output()
+        .unwrap();
+    let child = String::from_utf8_lossy(&children.stdout).trim().to_string();
+    assert!(!child.is_empty(), "no child of unshare");
+    assert!(bin::send_signal(child.parse().unwrap(), "TERM"));
+    assert_eq!(
+        outer.wait_exit(Duration::from_secs(8)),
+        Some(0),
+        "{}",
+        outer.stderr()
+    );
+    assert!(outer.stderr().contains("shutdown complete"));
+}

@@ -36,7 +36,12 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     logging::init(config.log_format, config.verbose);
     let shutdown = Arc::new(Shutdown::default());
     install_signal_handler(&shutdown)?;
-    log::info!(version = env!("CARGO_PKG_VERSION"), commit = option_env!("FAS_COMMIT").unwrap_or(""); "fly-autoscaler");
+    log::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = option_env!("FAS_COMMIT").unwrap_or(""),
+        pid = std::process::id();
+        "fly-autoscaler"
+    );
 
     let telemetry = Arc::new(Telemetry::new());
     let reconciler = Arc::new(Reconciler {
@@ -71,7 +76,13 @@ pub fn run(opts: &Options) -> Result<bool, String> {
 
     let server = match config.metrics_addr.as_str() {
         "" | "off" => None,
-        addr => Some(MetricsServer::start(addr, Arc::clone(&telemetry))?),
+        // The scheduler beats every second, but an app-list refresh may hold it for up to
+        // the timeout.
+        addr => Some(MetricsServer::start(
+            addr,
+            Arc::clone(&telemetry),
+            config.timeout + Duration::from_secs(10),
+        )?),
     };
     if let Some(s) = &server {
         log::info!(addr = s.addr(); "serving metrics");

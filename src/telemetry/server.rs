@@ -11,8 +11,6 @@ use tiny_http::{Header, Response, Server};
 use super::Telemetry;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// The scheduler beats every second; this much silence means it is stuck.
-const HEALTH_MAX_AGE: Duration = Duration::from_secs(10);
 
 pub struct MetricsServer {
     server: Arc<Server>,
@@ -21,8 +19,13 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Listens on `addr` (`:9090` means every interface, as in Go).
-    pub fn start(addr: &str, telemetry: Arc<Telemetry>) -> Result<MetricsServer, String> {
+    /// Listens on `addr` (`:9090` means every interface, as in Go). `/healthz` fails once
+    /// the scheduler has not beaten for `health_max_age`.
+    pub fn start(
+        addr: &str,
+        telemetry: Arc<Telemetry>,
+        health_max_age: Duration,
+    ) -> Result<MetricsServer, String> {
         let bind = if addr.starts_with(':') {
             format!("0.0.0.0{addr}")
         } else {
@@ -46,7 +49,7 @@ impl MetricsServer {
                             text(200, telemetry.render(), CONTENT_TYPE)
                         }
                         (tiny_http::Method::Get, "/healthz")
-                            if telemetry.is_alive(HEALTH_MAX_AGE) =>
+                            if telemetry.is_alive(health_max_age) =>
                         {
                             text(200, "ok\n".into(), "text/plain; charset=utf-8")
                         }

@@ -1,0 +1,140 @@
+//! The `FROM scratch` story without Docker: the static musl binary, alone in an empty
+//! directory, run under `chroot` (no libc, no CA files, no /etc, no /proc), does `version`,
+//! `eval` against a local Prometheus and `serve --once` against the Machines API simulator.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::bin::{self, TempDir};
+use support::prometheus::{MetricsEndpoint, Prometheus};
+use support::scenario::{self, Metric};
+use support::simulator::{MachineSpec, Simulator};
+
+const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The static binary: `$FAS_STATIC_BIN` (set by `make test`), else built here.
+fn static_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("FAS_STATIC_BIN") {
+        return PathBuf::from(path);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "fly-autoscaler",
+            "--target",
+            MUSL_TARGET,
+        ])
+        .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
+        .current_dir(root)
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "static build failed; run `make static` (it installs musl-tools and the target)"
+    );
+    root.join(format!("target/{MUSL_TARGET}/release/fly-autoscaler"))
+}
+
+/// An empty directory holding only the binary, as `/fly-autoscaler`.
+struct Jail {
+    dir: TempDir,
+}
+
+impl Jail {
+    fn new() -> Jail {
+        let dir = TempDir::new("scratch");
+        std::fs::copy(static_binary(), dir.path().join("fly-autoscaler")).expect("copy binary");
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(entries.len(), 1, "nothing but the binary");
+        Jail { dir }
+    }
+
+    /// Runs `/fly-autoscaler <args>` chrooted into the directory (as root, or as root of a
+    /// new user namespace when the tests run unprivileged).
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> bin::Output {
+        let root = self.dir.path().to_str().unwrap();
+        let mut argv: Vec<&str> = Vec::new();
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+        if !is_root {
+            argv.extend(["--user", "--map-root-user", "chroot"]);
+        }
+        argv.extend([root, "/fly-autoscaler"]);
+        argv.extend_from_slice(args);
+        let program = if is_root { "chroot" } else { "unshare" };
+        bin::run_command(program, &argv, env)
+    }
+}
+
+#[test]
+fn the_binary_is_static() {
+    let binary = static_binary();
+    let file = Command::new("file")
+        .arg(&binary)
+        .output()
+        .expect("file(1); run .ci/deps");
+    let file = String::from_utf8_lossy(&file.stdout);
+    assert!(
+        file.contains("statically linked") || file.contains("static-pie linked"),
+        "{file}"
+    );
+    let ldd = Command::new("ldd").arg(&binary).output().expect("ldd");
+    let ldd =
+        String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
+    assert!(
+        ldd.contains("statically linked") || ldd.contains("not a dynamic executable"),
+        "{ldd}"
+    );
+}
+
+#[test]
+fn version_eval_and_serve_once_in_an_empty_root() {
+    let jail = Jail::new();
+    let out = jail.run(&["version"], &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.starts_with("fly-autoscaler "), "{}", out.stdout);
+
+    let endpoint = MetricsEndpoint::start();
+    endpoint.set("queue_depth", 42.0);
+    let prom = Prometheus::start(&[&endpoint.addr()]);
+    prom.wait_for("queue_depth", |v| v == 42.0, Duration::from_secs(30));
+    let out = jail.run(
+        &["eval"],
+        &[
+            ("FAS_APP_NAME", "my-app"),
+            ("FAS_STARTED_MACHINE_COUNT", "ceil(queue_depth / 10)"),
+            ("FAS_PROMETHEUS_ADDRESS", &prom.url()),
+            ("FAS_PROMETHEUS_METRIC_NAME", "queue_depth"),
+            ("FAS_PROMETHEUS_QUERY", "sum(queue_depth)"),
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["started"]["min"], 5);
+
+    let sim = Simulator::start();
+    sim.add_app("my-org", "my-app");
+    for _ in 0..3 {
+        sim.add_machine("my-app", MachineSpec::new("stopped"));
+    }
+    let metric = Metric::start(2.0);
+    let base = scenario::env(&sim, &metric, "my-app");
+    let env = scenario::with(&base, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
+    let out = jail.run(&["serve", "--once"], &env);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let started = sim
+        .machines("my-app")
+        .iter()
+        .filter(|m| m.state == "started")
+        .count();
+    assert_eq!(started, 2);
+}
