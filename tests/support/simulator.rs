@@ -1473,6 +1473,21 @@ struct Resp {
     headers: Vec<(String, String)>,
 }
 
+/// A request body that must be a JSON object, or the API's 400 answer.
+fn json_object(body: &str) -> Result<serde_json::Map<String, Value>, Resp> {
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(obj)) => Ok(obj),
+        Ok(_) => Err(Resp::error(
+            400,
+            "invalid_argument: request body must be a JSON object",
+        )),
+        Err(e) => Err(Resp::error(
+            400,
+            &format!("invalid_argument: invalid JSON body: {e}"),
+        )),
+    }
+}
+
 impl Resp {
     fn json(status: u16, v: &Value) -> Resp {
         Resp {
@@ -1856,14 +1871,9 @@ impl Shared {
     }
 
     fn create_machine(&self, app: &str, body: &str) -> Resp {
-        let req: Value = match serde_json::from_str(body) {
-            Ok(v) => v,
-            Err(e) => {
-                return Resp::error(400, &format!("invalid_argument: invalid JSON body: {e}"));
-            }
-        };
-        let Some(obj) = req.as_object() else {
-            return Resp::error(400, "invalid_argument: request body must be a JSON object");
+        let obj = match json_object(body) {
+            Ok(obj) => obj,
+            Err(resp) => return resp,
         };
         let config = match obj.get("config") {
             Some(c @ Value::Object(_)) => c.clone(),
@@ -1936,11 +1946,9 @@ impl Shared {
     }
 
     fn update_machine(&self, app: &str, id: &str, body: &str) -> Resp {
-        let req: Value = match serde_json::from_str(body) {
-            Ok(v) => v,
-            Err(e) => {
-                return Resp::error(400, &format!("invalid_argument: invalid JSON body: {e}"));
-            }
+        let req = match json_object(body) {
+            Ok(obj) => obj,
+            Err(resp) => return resp,
         };
         let config = match req.get("config") {
             Some(c @ Value::Object(_)) => c.clone(),
@@ -2004,14 +2012,9 @@ impl Shared {
 
     fn stop_machine(&self, app: &str, id: &str, body: &str) -> Resp {
         if !body.trim().is_empty() {
-            let req: Value = match serde_json::from_str(body) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Resp::error(400, &format!("invalid_argument: invalid JSON body: {e}"));
-                }
-            };
-            let Some(obj) = req.as_object() else {
-                return Resp::error(400, "invalid_argument: request body must be a JSON object");
+            let obj = match json_object(body) {
+                Ok(obj) => obj,
+                Err(resp) => return resp,
             };
             for key in ["id", "signal"] {
                 match obj.get(key) {
