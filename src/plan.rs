@@ -105,6 +105,12 @@ impl Plan {
                 )
             }
             Action::Destroy(ids) => format!("destroy {} [{}]", ids.len(), ids.join(", ")),
+            Action::Start { candidates, .. } if candidates.is_empty() => {
+                format!(
+                    "no scale: {} short, nothing left to start",
+                    self.shortfall()
+                )
+            }
             Action::Start { candidates, needed } => {
                 format!(
                     "start {} of [{}]",

@@ -253,7 +253,7 @@ pub fn run(
             .min(Instant::now() + Duration::from_secs(1));
         shutdown.wait(wake.saturating_duration_since(Instant::now()));
     }
-    log::info!("signal received, shutting down");
+    log::info!("scheduler stopped, waiting for running reconciles");
     if !workers.finish(grace) {
         log::warn!(grace_s = grace.as_secs(); "reconciles still running after the shutdown grace period; exiting anyway");
     }

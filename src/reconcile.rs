@@ -293,6 +293,8 @@ fn past_tense(op: MachineOp) -> &'static str {
 /// The Go program's `fas_reconcile_count` status for an action.
 fn action_label(action: &Action) -> &'static str {
     match action {
+        // The Go program counted a bulk start even with nothing to start.
+        Action::Start { candidates, .. } if candidates.is_empty() => "no_scale",
         Action::None | Action::NoCloneSource => "no_scale",
         Action::Create { .. } => "create",
         Action::Destroy(_) => "destroy",

@@ -421,4 +421,6 @@ fn summary_is_readable() {
         &policy(""),
     );
     assert_eq!(p.summary(), "start 2 of [1, 2]");
+    let p = plan(&started(3, 3), &[m("1", "started")], &policy(""));
+    assert_eq!(p.summary(), "no scale: 2 short, nothing left to start");
 }

@@ -1,0 +1,702 @@
+//! `make demo`: the autoscaler's main job, end to end, with real parts and nothing to set up.
+//!
+//! 1. A metrics endpoint serves `queue_depth{app="demo-app"}` and a real Prometheus scrapes it
+//!    every second.
+//! 2. The Fly Machines API simulator holds app `demo-app` (org `demo-org`): 1 started and 5
+//!    stopped machines in process group `app`, and requires the API token.
+//! 3. `fly-autoscaler serve -config testdata/demo.yml` runs against both, reconciling every 2 s
+//!    with `started-machine-count: ceil(queue_depth / 10)`.
+//! 4. The demo moves `queue_depth` through a few values and waits, each time, until the
+//!    simulator shows the expected number of started machines, printing the autoscaler's log
+//!    and the machines as they change.
+//! 5. It prints the autoscaler's own counters, stops it with SIGTERM (exit status 0 expected)
+//!    and stops everything else.
+//!
+//! ```text
+//! cargo build --bin fly-autoscaler --example demo && ./target/debug/examples/demo [--keep]
+//! ```
+//!
+//! `--keep` leaves everything running at the end, prints the URLs, and lets you type new
+//! `queue_depth` values, until Ctrl-C. The exit status is non-zero when a step does not
+//! converge (the autoscaler's log tail is printed).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::bin::{self, Daemon};
+use support::prometheus::{MetricsEndpoint, Prometheus};
+use support::simulator::{MachineSpec, SimMachine, Simulator};
+
+const ORG: &str = "demo-org";
+const APP: &str = "demo-app";
+const GROUP: &str = "app";
+const TOKEN: &str = "fm2_demo_token";
+const QUERY: &str = r#"sum(queue_depth{app="demo-app"})"#;
+/// How long one step may take to converge (scrape every 1 s, reconcile every 2 s).
+const STEP_DEADLINE: Duration = Duration::from_secs(30);
+const FIRST_SAMPLE_DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+
+/// Machines seeded in the simulator.
+const STARTED: usize = 1;
+const STOPPED: usize = 5;
+
+/// The scenario: (queue_depth, started machines expected, what it shows).
+const STEPS: [(f64, usize, &str); 5] = [
+    (
+        5.0,
+        1,
+        "a trickle of work: ceil(5/10) = 1, the running machine is enough",
+    ),
+    (
+        42.0,
+        5,
+        "a burst: ceil(42/10) = 5, start 4 stopped machines",
+    ),
+    (
+        75.0,
+        6,
+        "peak: ceil(75/10) = 8 but the app has 6 machines: all run, and the autoscaler warns",
+    ),
+    (12.0, 2, "the queue drains: ceil(12/10) = 2, stop 4"),
+    (0.0, 0, "idle: ceil(0/10) = 0, stop the last 2"),
+];
+
+const USAGE: &str = "\
+usage: demo [--keep]
+
+Runs fly-autoscaler end to end against a local Prometheus and the Fly Machines
+API simulator (about a minute). Needs `prometheus` on PATH (or $PROMETHEUS_BIN)
+and the debug binary: `make demo` does both.
+
+  --keep     at the end, leave everything running and print the URLs; type a
+             number + Enter to set queue_depth; Ctrl-C to stop
+  -h, --help show this help
+";
+
+fn main() -> ExitCode {
+    let mut keep = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--keep" => keep = true,
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("demo: unknown argument {other:?}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    // First Ctrl-C: stop waiting and clean up; a second one exits at once.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ =
+            signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&interrupted));
+        let _ = signal_hook::flag::register(sig, Arc::clone(&interrupted));
+    }
+    let out = Out::new();
+    match run(&out, keep, &interrupted) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) if interrupted.load(Ordering::SeqCst) => {
+            out.say("demo interrupted; everything it started is stopped");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            out.say(&format!("demo FAILED: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints lines prefixed with the time since the demo started.
+struct Out {
+    t0: Instant,
+}
+
+impl Out {
+    fn new() -> Out {
+        Out { t0: Instant::now() }
+    }
+
+    fn say(&self, msg: &str) {
+        println!("[{:>5.1}s] {msg}", self.t0.elapsed().as_secs_f64());
+    }
+
+    /// A continuation line (no timestamp), indented to line up with `say`'s text.
+    fn more(&self, msg: &str) {
+        println!("         {msg}");
+    }
+
+    fn step(&self, msg: &str) {
+        println!();
+        self.say(&format!("== {msg}"));
+    }
+}
+
+fn run(out: &Out, keep: bool, interrupted: &AtomicBool) -> Result<(), String> {
+    preflight()?;
+    out.say("fly-autoscaler demo: a real Prometheus, the Fly Machines API simulator and");
+    out.more("`fly-autoscaler serve`, scaling demo-app with started-machine-count = ceil(queue_depth / 10)");
+
+    // 1. Metric source and Prometheus.
+    out.step("1. metrics: queue_depth endpoint + a real Prometheus scraping it every 1 s");
+    let endpoint = MetricsEndpoint::start();
+    let set_depth = |v: f64| endpoint.set_labeled("queue_depth", &[("app", APP)], v);
+    set_depth(STEPS[0].0);
+    out.say(&format!(
+        "metrics endpoint {} serves queue_depth{{app=\"{APP}\"}} {}",
+        endpoint.url(),
+        STEPS[0].0
+    ));
+    let prom = Prometheus::start(&[&endpoint.addr()]);
+    out.say(&format!(
+        "Prometheus (pid {}) ready at {}",
+        prom.pid(),
+        prom.url()
+    ));
+    out.say(&format!(
+        "waiting for the first scraped sample of {QUERY} (Prometheus applies new targets on a 5 s tick, so ~6 s)..."
+    ));
+    let waited = Instant::now();
+    let first = loop {
+        if let Some(v) = prom.query(QUERY) {
+            break v;
+        }
+        check_interrupt(interrupted)?;
+        if waited.elapsed() > FIRST_SAMPLE_DEADLINE {
+            return Err(format!(
+                "Prometheus has no sample of {QUERY} after {FIRST_SAMPLE_DEADLINE:?}; its log:\n{}",
+                prom.log_tail(20)
+            ));
+        }
+        std::thread::sleep(POLL);
+    };
+    out.say(&format!(
+        "Prometheus answers {QUERY} = {first} (after {:.1}s)",
+        waited.elapsed().as_secs_f64()
+    ));
+
+    // 2. Machines API simulator.
+    out.step("2. Fly Machines API simulator");
+    let sim = Simulator::start();
+    sim.set_token(Some(&format!("FlyV1 {TOKEN}")));
+    sim.add_app(ORG, APP);
+    for state in
+        std::iter::repeat_n("started", STARTED).chain(std::iter::repeat_n("stopped", STOPPED))
+    {
+        sim.add_machine(APP, MachineSpec::new(state).group(Some(GROUP)));
+    }
+    out.say(&format!(
+        "simulator at {}: org {ORG}, app {APP}, {STARTED} started + {STOPPED} stopped machines in process group {GROUP:?}; requires token",
+        sim.url()
+    ));
+
+    // 3. The autoscaler.
+    out.step("3. fly-autoscaler serve");
+    let config = config_path();
+    let metrics_addr = format!("127.0.0.1:{}", bin::free_port());
+    let sim_url = sim.url();
+    let prom_url = prom.url();
+    let env = [
+        ("FLY_FLAPS_BASE_URL", sim_url.as_str()),
+        ("FLY_API_BASE_URL", sim_url.as_str()),
+        ("FAS_API_TOKEN", TOKEN),
+        ("DEMO_PROMETHEUS_URL", prom_url.as_str()),
+        ("DEMO_METRICS_ADDR", metrics_addr.as_str()),
+    ];
+    let config_arg = config.to_string_lossy().into_owned();
+    let args = ["serve", "-config", config_arg.as_str()];
+    out.say(&format!("{} {}", bin::binary().display(), args.join(" ")));
+    out.more(&format!(
+        "config {} (interval 2s; ${{DEMO_*}} expanded from the environment):",
+        display_path(&config)
+    ));
+    for line in config_summary(&config) {
+        out.more(&format!("  {line}"));
+    }
+    out.more(&format!(
+        "env: FLY_FLAPS_BASE_URL=FLY_API_BASE_URL={sim_url} FAS_API_TOKEN={TOKEN}"
+    ));
+    out.more(&format!(
+        "     DEMO_PROMETHEUS_URL={prom_url} DEMO_METRICS_ADDR={metrics_addr}"
+    ));
+    let mut daemon = Daemon::spawn(&args, &env);
+    let mut watch = Watch::new(out, &sim, interrupted);
+    let metrics_url = format!("http://{metrics_addr}/metrics");
+    let result = (|| {
+        watch.wait_serving(&mut daemon, &metrics_url)?;
+        out.say(&format!(
+            "autoscaler (pid {}) serving its metrics at {metrics_url}",
+            daemon.pid()
+        ));
+        watch.show_table(true);
+
+        // 4. The scenario.
+        out.step("4. scenario: move queue_depth, wait until the simulator shows the target");
+        let mut took = Vec::new();
+        for (i, (depth, expected, why)) in STEPS.iter().enumerate() {
+            println!();
+            out.say(&format!(
+                "step {}/{}: queue_depth = {depth} -> expect {expected} started ({why})",
+                i + 1,
+                STEPS.len()
+            ));
+            set_depth(*depth);
+            let t = watch.converge(&mut daemon, *expected)?;
+            took.push(t);
+        }
+        let total: Duration = took.iter().sum();
+        let slowest = took.iter().max().copied().unwrap_or_default();
+
+        // 5. The autoscaler's own metrics, then shutdown.
+        out.step("5. the autoscaler's /metrics");
+        let (want_starts, want_stops) = expected_actions();
+        let body = bin::http_get(&metrics_url, &[], Duration::from_secs(5))
+            .map_err(|e| format!("GET {metrics_url}: {e}"))?
+            .1;
+        for line in body.lines().filter(|l| {
+            [
+                "fas_machine_start_count",
+                "fas_machine_stop_count",
+                "fas_reconcile_count",
+            ]
+            .iter()
+            .any(|name| l.starts_with(name))
+        }) {
+            out.more(line);
+        }
+        let starts = sample(&body, "fas_machine_start_count{status=\"ok\"}");
+        let stops = sample(&body, "fas_machine_stop_count{status=\"ok\"}");
+        if starts != Some(want_starts as f64) || stops != Some(want_stops as f64) {
+            return Err(format!(
+                "the scenario needs {want_starts} starts and {want_stops} stops; /metrics says {starts:?} and {stops:?}"
+            ));
+        }
+        out.say(&format!(
+            "{want_starts} machine starts and {want_stops} stops, exactly what the scenario needs"
+        ));
+
+        if keep {
+            keep_running(&mut watch, &mut daemon, &endpoint, &prom, &metrics_url)?;
+        }
+
+        out.step("shutdown");
+        let code = match daemon.wait_exit(Duration::ZERO) {
+            Some(code) => {
+                out.say("fly-autoscaler already stopped on the terminal's SIGINT");
+                Some(code)
+            }
+            None => {
+                out.say(&format!("SIGTERM -> fly-autoscaler (pid {})", daemon.pid()));
+                daemon.signal("TERM");
+                daemon.wait_exit(Duration::from_secs(15))
+            }
+        };
+        watch.relay(&daemon);
+        match code {
+            Some(0) => out.say("fly-autoscaler exited with status 0"),
+            Some(c) => {
+                return Err(format!(
+                    "fly-autoscaler exited with status {c} after SIGTERM"
+                ));
+            }
+            None => return Err("fly-autoscaler still running 15 s after SIGTERM".to_string()),
+        }
+        Ok((total, slowest))
+    })();
+    let (total, slowest) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if !interrupted.load(Ordering::SeqCst) {
+                out.say(&format!("FAILED: {e}"));
+                diagnose(out, &daemon, &prom);
+            }
+            return Err(e);
+        }
+    };
+
+    let prom_pid = prom.pid();
+    drop(prom);
+    out.say(&format!("Prometheus (pid {prom_pid}) stopped"));
+    drop(sim);
+    drop(endpoint);
+    out.say("simulator and metrics endpoint stopped");
+    if let Some(comm) = still_running(prom_pid, "prometheus")
+        .or_else(|| still_running(daemon.pid(), "fly-autoscaler"))
+    {
+        return Err(format!("a child process is still running: {comm}"));
+    }
+
+    println!();
+    out.say(&format!(
+        "demo passed: {} steps converged ({:.1}s in all, slowest {:.1}s), clean shutdown",
+        STEPS.len(),
+        total.as_secs_f64(),
+        slowest.as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Watches the simulator's machines and the autoscaler's log while the demo waits.
+struct Watch<'a> {
+    out: &'a Out,
+    sim: &'a Simulator,
+    interrupted: &'a AtomicBool,
+    /// Bytes of the daemon's stderr already relayed.
+    relayed: usize,
+    /// `reconciled` lines seen so far.
+    reconciles: usize,
+    /// Do not relay `reconciled` lines of passes that changed nothing.
+    quiet: bool,
+    last_table: String,
+}
+
+impl<'a> Watch<'a> {
+    fn new(out: &'a Out, sim: &'a Simulator, interrupted: &'a AtomicBool) -> Watch<'a> {
+        Watch {
+            out,
+            sim,
+            interrupted,
+            relayed: 0,
+            reconciles: 0,
+            quiet: false,
+            last_table: String::new(),
+        }
+    }
+
+    fn machines(&self) -> Vec<SimMachine> {
+        self.sim.machines(APP)
+    }
+
+    fn started(&self) -> usize {
+        self.machines()
+            .iter()
+            .filter(|m| m.state == "started")
+            .count()
+    }
+
+    /// Prints the autoscaler's new complete log lines (timestamp dropped), indented.
+    fn relay(&mut self, daemon: &Daemon) {
+        let err = daemon.stderr();
+        let Some(new) = err.get(self.relayed..) else {
+            return;
+        };
+        let Some(end) = new.rfind('\n') else {
+            return;
+        };
+        for line in new[..end].lines() {
+            // "2024-01-02T03:04:05.678Z INFO  reconciled app=…": drop the timestamp.
+            let text = match line.split_once(' ') {
+                Some((ts, rest)) if ts.contains('T') && ts.ends_with('Z') => rest,
+                _ => line,
+            };
+            if text
+                .trim_start_matches(|c: char| c.is_ascii_uppercase())
+                .trim_start()
+                .starts_with("reconciled ")
+            {
+                self.reconciles += 1;
+                if self.quiet && text.contains("plan=\"no scale\"") {
+                    continue;
+                }
+            }
+            self.out.more(&format!("  | {text}"));
+        }
+        self.relayed += end + 1;
+    }
+
+    /// Prints the machine table when it differs from the last one printed (or `always`).
+    fn show_table(&mut self, always: bool) {
+        let machines = self.machines();
+        let (ids, states) = table(&machines);
+        let started = machines.iter().filter(|m| m.state == "started").count();
+        let key = states.clone();
+        if !always && key == self.last_table {
+            return;
+        }
+        self.last_table = key;
+        self.out.say(&format!("machine  {ids}"));
+        self.out.more(&format!(
+            "state    {states}  ({started} of {} started)",
+            machines.len()
+        ));
+    }
+
+    fn tick(&mut self, daemon: &Daemon) {
+        self.relay(daemon);
+        self.show_table(false);
+    }
+
+    /// Waits until the daemon's /healthz answers.
+    fn wait_serving(&mut self, daemon: &mut Daemon, metrics_url: &str) -> Result<(), String> {
+        let health = metrics_url.replace("/metrics", "/healthz");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.relay(daemon);
+            if let Ok((200, _)) = bin::http_get(&health, &[], Duration::from_secs(1)) {
+                return Ok(());
+            }
+            self.alive(daemon)?;
+            if Instant::now() > deadline {
+                return Err(format!("fly-autoscaler not serving {health} after 10 s"));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn alive(&mut self, daemon: &mut Daemon) -> Result<(), String> {
+        check_interrupt(self.interrupted)?;
+        if let Some(code) = daemon.wait_exit(Duration::ZERO) {
+            self.relay(daemon);
+            return Err(format!(
+                "fly-autoscaler exited unexpectedly with status {code}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits until `expected` machines are started and the autoscaler has reconciled at least
+    /// once since the step began, then for one more pass that must keep it so. Returns the
+    /// time to converge.
+    fn converge(&mut self, daemon: &mut Daemon, expected: usize) -> Result<Duration, String> {
+        let start = Instant::now();
+        let passes = self.reconciles;
+        loop {
+            self.tick(daemon);
+            self.alive(daemon)?;
+            let started = self.started();
+            if started == expected && self.reconciles > passes {
+                break;
+            }
+            if start.elapsed() > STEP_DEADLINE {
+                return Err(format!(
+                    "{started} machines started after {STEP_DEADLINE:?}, expected {expected}"
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+        let took = start.elapsed();
+        self.out.say(&format!(
+            "converged: {expected} started, {:.1}s after queue_depth changed",
+            took.as_secs_f64()
+        ));
+        // One more pass must leave it alone.
+        let passes = self.reconciles;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.reconciles == passes {
+            self.tick(daemon);
+            self.alive(daemon)?;
+            if Instant::now() > deadline {
+                return Err("no reconcile pass logged for 10 s".to_string());
+            }
+            std::thread::sleep(POLL);
+        }
+        self.show_table(false);
+        let started = self.started();
+        if started != expected {
+            return Err(format!(
+                "the next pass changed it: {started} started, expected {expected}"
+            ));
+        }
+        self.out
+            .say(&format!("steady: the next pass kept {expected} started"));
+        Ok(took)
+    }
+}
+
+/// `--keep`: everything stays up until Ctrl-C; numbers typed on stdin set queue_depth.
+fn keep_running(
+    watch: &mut Watch,
+    daemon: &mut Daemon,
+    endpoint: &MetricsEndpoint,
+    prom: &Prometheus,
+    metrics_url: &str,
+) -> Result<(), String> {
+    let out = watch.out;
+    let sim_url = watch.sim.url();
+    out.step("--keep: everything keeps running; Ctrl-C to stop");
+    out.more(&format!(
+        "Prometheus UI       {}/graph?g0.expr={}&g0.tab=0",
+        prom.url(),
+        percent_encode(QUERY)
+    ));
+    out.more(&format!("queue_depth source  {}", endpoint.url()));
+    out.more(&format!("autoscaler metrics  {metrics_url}"));
+    out.more(&format!(
+        "Machines API        curl -H 'Authorization: FlyV1 {TOKEN}' {sim_url}/v1/apps/{APP}/machines"
+    ));
+    out.more("type a number + Enter to set queue_depth (passes that change nothing are not shown)");
+    watch.quiet = true;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        watch.tick(daemon);
+        if watch.interrupted.load(Ordering::SeqCst) {
+            println!();
+            out.say("Ctrl-C: shutting down (the terminal sends SIGINT to the autoscaler and Prometheus too)");
+            return Ok(());
+        }
+        if daemon.wait_exit(Duration::ZERO).is_some() {
+            return Ok(()); // reported by the shutdown step
+        }
+        while let Ok(line) = rx.try_recv() {
+            match line.trim().parse::<f64>() {
+                Ok(v) if v >= 0.0 => {
+                    endpoint.set_labeled("queue_depth", &[("app", APP)], v);
+                    out.say(&format!(
+                        "queue_depth = {v} -> expect {} started",
+                        (v / 10.0).ceil()
+                    ));
+                }
+                _ if line.trim().is_empty() => {}
+                _ => out.say(&format!("not a queue_depth: {:?}", line.trim())),
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for a query parameter.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Ids (last 4 characters) and states, in columns.
+fn table(machines: &[SimMachine]) -> (String, String) {
+    let mut ids = String::new();
+    let mut states = String::new();
+    for m in machines {
+        let width = m.state.len().max(4) + 2;
+        let id = &m.id[m.id.len().saturating_sub(4)..];
+        ids.push_str(&format!("{id:<width$}"));
+        states.push_str(&format!("{:<width$}", m.state));
+    }
+    (ids.trim_end().to_string(), states.trim_end().to_string())
+}
+
+/// Machine starts and stops the scenario needs, from the seeded state.
+fn expected_actions() -> (usize, usize) {
+    let mut current = STARTED;
+    let (mut starts, mut stops) = (0, 0);
+    for (_, expected, _) in STEPS {
+        if expected > current {
+            starts += expected - current;
+        } else {
+            stops += current - expected;
+        }
+        current = expected;
+    }
+    (starts, stops)
+}
+
+/// The value of one sample line of a Prometheus text exposition.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What to look at when a step fails.
+fn diagnose(out: &Out, daemon: &Daemon, prom: &Prometheus) {
+    println!();
+    out.say(&format!(
+        "Prometheus now answers {QUERY} = {:?}",
+        prom.query(QUERY)
+    ));
+    let err = daemon.stderr();
+    let lines: Vec<&str> = err.lines().collect();
+    out.say("fly-autoscaler stderr (last 30 lines):");
+    for line in &lines[lines.len().saturating_sub(30)..] {
+        out.more(&format!("  {line}"));
+    }
+}
+
+fn check_interrupt(interrupted: &AtomicBool) -> Result<(), String> {
+    if interrupted.load(Ordering::SeqCst) {
+        Err("interrupted".to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// The binary and Prometheus must be there; say how to get them instead of a panic.
+fn preflight() -> Result<(), String> {
+    let binary = bin::binary();
+    if !binary.is_file() {
+        return Err(format!(
+            "{} not found; build it first: cargo build --bin fly-autoscaler (or run `make demo`)",
+            binary.display()
+        ));
+    }
+    let from_env = std::env::var_os("PROMETHEUS_BIN").is_some_and(|v| !v.is_empty());
+    if !from_env && bin::which("prometheus").is_none() {
+        return Err(
+            "`prometheus` not found on PATH (or $PROMETHEUS_BIN); run .ci/deps (`make demo` does)"
+                .to_string(),
+        );
+    }
+    let config = config_path();
+    if !config.is_file() {
+        return Err(format!("{} not found", config.display()));
+    }
+    Ok(())
+}
+
+fn config_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/demo.yml")
+}
+
+/// `path` relative to the current directory when it is inside it.
+fn display_path(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// The config file without comments and blank lines.
+fn config_summary(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `Some(description)` when `pid` is still a live `name` process after its owner reaped it.
+fn still_running(pid: u32, name: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit_once(") ")?.1.chars().next()?;
+    if state == 'Z' {
+        return None;
+    }
+    let comm = stat.split_once(" (")?.1.rsplit_once(") ")?.0;
+    (comm == name).then(|| format!("{comm} (pid {pid})"))
+}
