@@ -39,6 +39,10 @@ pub fn agent(tls: Option<TlsConfig>) -> Agent {
         .http_status_as_error(false)
         .user_agent(USER_AGENT)
         .max_idle_connections_per_host(64)
+        // ureq's 128 KiB per direction and pooled connection dominated memory with many
+        // apps; response headers (up to 64 KiB) must still fit the input buffer.
+        .input_buffer_size(64 * 1024)
+        .output_buffer_size(16 * 1024)
         .timeout_connect(Some(Duration::from_secs(10)));
     if let Some(tls) = tls {
         config = config.tls_config(tls);

@@ -1,0 +1,1064 @@
+//! `make bench`: speed and memory of the `fly-autoscaler` binary, printed as a table.
+//!
+//! ```text
+//! cargo build --release --bin fly-autoscaler --example bench
+//! FAS_STATIC_BIN=target/x86_64-unknown-linux-musl/release/fly-autoscaler ./target/release/examples/bench [--quick]
+//! ```
+//!
+//! Everything runs on loopback against the Machines API simulator (`tests/support`), scripted
+//! Prometheus stand-ins with injected latency, and (for `eval`) a real Prometheus. Numbers are
+//! printed, never asserted: the exit status is 0 unless the harness itself breaks. Progress
+//! goes to stderr, the table to stdout. `--quick` shrinks every size for a smoke run.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::bin::{self, Daemon, TempDir};
+use support::fake_http::{FakeServer, Reply};
+use support::prometheus::{MetricsEndpoint, Prometheus};
+use support::scenario::{TOKEN, TOKEN_HEADER};
+use support::simulator::{MachineSpec, Simulator};
+
+/// Clock ticks per second of `/proc/<pid>/stat` times.
+const TICKS_PER_SECOND: f64 = 100.0;
+const MIB: f64 = 1024.0 * 1024.0;
+const NO_ENV: &[(&str, &str)] = &[];
+
+/// How big each measurement is (`--quick` shrinks them).
+struct Sizes {
+    /// Repetitions of each bulk-start run (the median is reported).
+    bulk_reps: usize,
+    /// Stopped machines to start in the bulk-start runs.
+    bulk_machines: usize,
+    /// Apps in the wildcard runs at concurrency > 1.
+    wild_apps: usize,
+    /// Apps in the wildcard run at concurrency 1 (1,000 would take over a minute).
+    wild_apps_c1: usize,
+    /// Cycles of the long-running `serve` before memory and CPU are read.
+    cycles: u64,
+    /// Apps of the big long-running `serve`.
+    daemon_apps: usize,
+    /// Runs of `version`, `eval` and of the bare query (medians reported).
+    static_runs: usize,
+}
+
+const FULL: Sizes = Sizes {
+    bulk_reps: 3,
+    bulk_machines: 20,
+    wild_apps: 1000,
+    wild_apps_c1: 250,
+    cycles: 10,
+    daemon_apps: 1000,
+    static_runs: 20,
+};
+
+const QUICK: Sizes = Sizes {
+    bulk_reps: 1,
+    bulk_machines: 20,
+    wild_apps: 100,
+    wild_apps_c1: 25,
+    cycles: 3,
+    daemon_apps: 100,
+    static_runs: 5,
+};
+
+/// One line of the table.
+struct Row {
+    name: String,
+    value: String,
+    budget: String,
+    verdict: String,
+}
+
+/// A group of measurements.
+type Section = fn(&Sizes) -> Vec<Row>;
+
+fn row(name: impl Into<String>, value: impl Into<String>, budget: &str, verdict: &str) -> Row {
+    Row {
+        name: name.into(),
+        value: value.into(),
+        budget: budget.to_string(),
+        verdict: verdict.to_string(),
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+fn main() -> ExitCode {
+    let mut quick = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [--quick]\n\nEnvironment: FAS_STATIC_BIN = path of the static musl binary (optional)."
+                );
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("bench: unknown argument {other:?} (usage: bench [--quick])");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let sizes = if quick { &QUICK } else { &FULL };
+    let binary = bin::binary();
+    if !binary.is_file() {
+        eprintln!(
+            "bench: {} not found; run `cargo build --release --bin fly-autoscaler` first",
+            binary.display()
+        );
+        return ExitCode::from(1);
+    }
+    // A panicking section is reported in the table (and by the default hook on stderr).
+    let began = Instant::now();
+    progress(&format!(
+        "binary {} ({} mode, {} CPUs, load average {})",
+        binary.display(),
+        if quick { "quick" } else { "full" },
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    ));
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut broken = false;
+    let sections: [(&str, Section); 4] = [
+        ("bulk start", bulk_start_rows),
+        ("wildcard apps", wildcard_rows),
+        ("serve memory and CPU", daemon_rows),
+        ("static binary", static_rows),
+    ];
+    for (name, section) in sections {
+        progress(&format!("== {name}"));
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| section(sizes))) {
+            Ok(mut r) => rows.append(&mut r),
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                let first = msg.lines().next().unwrap_or("").to_string();
+                rows.push(row(format!("{name}: HARNESS ERROR"), first, "—", "error"));
+                broken = true;
+            }
+        }
+    }
+    let took = began.elapsed();
+    progress(&format!("done in {:.1} s", took.as_secs_f64()));
+    print_table(&rows, sizes, quick, took);
+    if broken {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Bulk start
+// ---------------------------------------------------------------------------------------------
+
+const BULK_LATENCY: Duration = Duration::from_millis(50);
+
+fn bulk_start_rows(sizes: &Sizes) -> Vec<Row> {
+    let n = sizes.bulk_machines;
+    let mut rows = Vec::new();
+    // `None` = the default (4), not set in the environment.
+    for (label, conc) in [
+        ("default 4", None),
+        ("1, sequential like Go", Some(1)),
+        ("20", Some(20)),
+    ] {
+        let effective = conc.unwrap_or(4);
+        let mut walls = Vec::new();
+        let mut reconciles = Vec::new();
+        let mut peak = 0;
+        for rep in 0..sizes.bulk_reps {
+            let r = bulk_start_once(n, conc);
+            progress(&format!(
+                "bulk start, action concurrency {label}, run {}: wall {:.0} ms, reconcile {} ms, peak in flight {}",
+                rep + 1,
+                ms(r.wall),
+                r.took_ms,
+                r.peak
+            ));
+            walls.push(r.wall);
+            reconciles.push(Duration::from_millis(r.took_ms));
+            peak = peak.max(r.peak);
+        }
+        let wall = median(&mut walls);
+        let reconcile = median(&mut reconciles);
+        let floor = BULK_LATENCY * (2 + n.div_ceil(effective)) as u32;
+        let floor_text = format!(
+            "{:.0} ms = (2 + ⌈{n}/{effective}⌉) × {} ms",
+            ms(floor),
+            BULK_LATENCY.as_millis()
+        );
+        let name = format!("1. Bulk start {n} stopped, action concurrency {label}");
+        rows.push(row(
+            format!("{name}: process wall"),
+            format!(
+                "{:.0} ms (start-up + exit {:.0} ms; peak {peak} in flight)",
+                ms(wall),
+                ms(wall.saturating_sub(reconcile))
+            ),
+            &floor_text,
+            &ratio(wall, floor),
+        ));
+        rows.push(row(
+            format!("{name}: reconcile (`took_ms`)"),
+            format!("{:.0} ms", ms(reconcile)),
+            &floor_text,
+            &ratio(reconcile, floor),
+        ));
+    }
+    rows
+}
+
+struct BulkRun {
+    wall: Duration,
+    took_ms: u64,
+    peak: usize,
+}
+
+fn bulk_start_once(n: usize, action_concurrency: Option<usize>) -> BulkRun {
+    let sim = Simulator::start();
+    sim.set_token(Some(TOKEN_HEADER));
+    sim.add_app("bench", "bench-app");
+    for _ in 0..n {
+        sim.add_machine("bench-app", MachineSpec::new("stopped"));
+    }
+    sim.set_latency(BULK_LATENCY);
+    let prom = scalar_prometheus(n as f64, Some(BULK_LATENCY));
+    let conc = action_concurrency.map(|c| c.to_string());
+    let mut env = serve_env(&sim, &prom, "bench-app");
+    env.push(("FAS_DEPLOY_GUARD".into(), "false".into()));
+    if let Some(c) = &conc {
+        env.push(("FAS_ACTION_CONCURRENCY".into(), c.clone()));
+    }
+    let run = run_timed(
+        &bin::binary(),
+        &["serve", "--once"],
+        &env,
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, Some(0), "serve --once failed:\n{}", run.stderr);
+    let started = sim
+        .machines("bench-app")
+        .iter()
+        .filter(|m| m.state == "started")
+        .count();
+    assert_eq!(started, n, "not every machine started:\n{}", run.stderr);
+    let took_ms = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" reconciled "))
+        .find_map(|l| field(l, "took_ms"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `reconciled ... took_ms=` line:\n{}", run.stderr));
+    BulkRun {
+        wall: run.wall,
+        took_ms,
+        peak: sim.max_in_flight(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Many wildcard apps, one cycle
+// ---------------------------------------------------------------------------------------------
+
+const WILD_LATENCY: Duration = Duration::from_millis(20);
+/// Release check (GraphQL) + metric query + machine list.
+const REQUESTS_PER_APP: u32 = 3;
+
+fn wildcard_rows(sizes: &Sizes) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for conc in [1usize, 8, 32] {
+        let apps = if conc == 1 {
+            sizes.wild_apps_c1
+        } else {
+            sizes.wild_apps
+        };
+        progress(&format!(
+            "wildcard: {apps} apps, concurrency {conc} (floor {:.1} s)",
+            wild_floor(apps, conc).as_secs_f64()
+        ));
+        let r = wildcard_once(apps, conc);
+        let floor = wild_floor(apps, conc);
+        progress(&format!(
+            "wildcard: {apps} apps, concurrency {conc}: wall {:.2} s, peak in flight {}",
+            r.wall.as_secs_f64(),
+            r.peak
+        ));
+        let scaled = if apps == sizes.wild_apps {
+            String::new()
+        } else {
+            format!(" ({apps} apps, not {}: floor scaled)", sizes.wild_apps)
+        };
+        rows.push(row(
+            format!("2. {apps} wildcard apps, 1 cycle, concurrency {conc}{scaled}"),
+            format!(
+                "{:.2} s ({:.2} req/app seen; simulator peak in flight {} {})",
+                r.wall.as_secs_f64(),
+                r.requests_per_app,
+                r.peak,
+                if r.peak == conc {
+                    "= concurrency".to_string()
+                } else {
+                    format!("≠ concurrency {conc}")
+                }
+            ),
+            &format!(
+                "{:.2} s = {} ms + ⌈{apps}/{conc}⌉ × {REQUESTS_PER_APP} × {} ms",
+                floor.as_secs_f64(),
+                WILD_LATENCY.as_millis(),
+                WILD_LATENCY.as_millis()
+            ),
+            &ratio(r.wall, floor),
+        ));
+    }
+    rows
+}
+
+fn wild_floor(apps: usize, conc: usize) -> Duration {
+    WILD_LATENCY + WILD_LATENCY * REQUESTS_PER_APP * apps.div_ceil(conc) as u32
+}
+
+struct WildRun {
+    wall: Duration,
+    peak: usize,
+    requests_per_app: f64,
+}
+
+fn wildcard_once(apps: usize, conc: usize) -> WildRun {
+    let sim = seeded_wildcard_sim(apps);
+    sim.set_latency(WILD_LATENCY);
+    let prom = scalar_prometheus(1.0, Some(WILD_LATENCY));
+    let conc_s = conc.to_string();
+    let mut env = serve_env(&sim, &prom, "app-*");
+    env.push(("FAS_ORG".into(), "bench".into()));
+    env.push(("FAS_CONCURRENCY".into(), conc_s));
+    sim.take_requests();
+    sim.reset_max_in_flight();
+    let run = run_timed(
+        &bin::binary(),
+        &["serve", "--once"],
+        &env,
+        Duration::from_secs(150),
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "serve --once failed:\n{}",
+        tail(&run.stderr, 20)
+    );
+    let sim_requests = sim.take_requests().len();
+    let total = sim_requests + prom.requests().len();
+    WildRun {
+        wall: run.wall,
+        peak: sim.max_in_flight(),
+        // Minus the one org app-list call.
+        requests_per_app: total.saturating_sub(1) as f64 / apps as f64,
+    }
+}
+
+/// A simulator (token required) with `app-0000`… in org `bench`, each with 1 started machine.
+fn seeded_wildcard_sim(apps: usize) -> Simulator {
+    let sim = Simulator::start();
+    sim.set_token(Some(TOKEN_HEADER));
+    for i in 0..apps {
+        let app = format!("app-{i:04}");
+        sim.add_app("bench", &app);
+        sim.add_machine(&app, MachineSpec::new("started"));
+    }
+    sim
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3 + 4. Long-running serve: memory and CPU
+// ---------------------------------------------------------------------------------------------
+
+fn daemon_rows(sizes: &Sizes) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let small = daemon_run(1, sizes.cycles);
+    rows.push(row(
+        format!(
+            "3. `serve` RSS (glibc release build), 1 app, after {} cycles",
+            small.cycles
+        ),
+        format!(
+            "{:.2} MiB (VmRSS {} kB; VmHWM {:.2} MiB)",
+            small.rss_kb as f64 / 1024.0,
+            small.rss_kb,
+            small.hwm_kb as f64 / 1024.0
+        ),
+        "≤ 8 MiB",
+        pass(small.rss_kb as f64 / 1024.0 <= 8.0),
+    ));
+    let big = daemon_run(sizes.daemon_apps, sizes.cycles);
+    rows.push(row(
+        format!(
+            "3. `serve` RSS (glibc release build), {} wildcard apps, concurrency 32, after {} cycles",
+            sizes.daemon_apps, big.cycles
+        ),
+        format!(
+            "{:.2} MiB (VmHWM {:.2} MiB; {} reconciles in {:.1} s)",
+            big.rss_kb as f64 / 1024.0,
+            big.hwm_kb as f64 / 1024.0,
+            big.reconciles,
+            big.elapsed.as_secs_f64()
+        ),
+        "— (no budget)",
+        "info",
+    ));
+    let per = |ticks: u64, n: u64| ticks as f64 / TICKS_PER_SECOND * 1000.0 / n.max(1) as f64;
+    rows.push(row(
+        format!(
+            "4. CPU per reconcile, {} apps (whole run)",
+            sizes.daemon_apps
+        ),
+        format!(
+            "{:.3} ms ({:.2} s utime+stime / {} reconciles)",
+            per(big.cpu_ticks, big.reconciles),
+            big.cpu_ticks as f64 / TICKS_PER_SECOND,
+            big.reconciles
+        ),
+        "— (no budget)",
+        "info",
+    ));
+    if let Some((ticks, n)) = big.steady {
+        rows.push(row(
+            format!(
+                "4. CPU per reconcile, {} apps (after cycle 1)",
+                sizes.daemon_apps
+            ),
+            format!(
+                "{:.3} ms ({:.2} s / {n} reconciles; excludes start-up and cycle 1)",
+                per(ticks, n),
+                ticks as f64 / TICKS_PER_SECOND
+            ),
+            "— (no budget)",
+            "info",
+        ));
+    }
+    rows
+}
+
+struct DaemonStats {
+    cycles: u64,
+    rss_kb: u64,
+    hwm_kb: u64,
+    cpu_ticks: u64,
+    reconciles: u64,
+    elapsed: Duration,
+    /// CPU ticks and reconciles between the end of cycle 1 and the end.
+    steady: Option<(u64, u64)>,
+}
+
+/// `serve` (interval 1s, concurrency 32, simulator latency 0) of the release binary with 1 app
+/// (`bench-app`) or `apps` wildcard apps, until `cycles × apps` reconciles completed.
+fn daemon_run(apps: usize, cycles: u64) -> DaemonStats {
+    daemon_run_with(&bin::binary(), apps, cycles)
+}
+
+/// [`daemon_run`] of another build of the binary.
+fn daemon_run_with(program: &Path, apps: usize, cycles: u64) -> DaemonStats {
+    let (sim, app_name) = if apps == 1 {
+        let sim = Simulator::start();
+        sim.set_token(Some(TOKEN_HEADER));
+        sim.add_app("bench", "bench-app");
+        sim.add_machine("bench-app", MachineSpec::new("started"));
+        (sim, "bench-app")
+    } else {
+        (seeded_wildcard_sim(apps), "app-*")
+    };
+    let prom = scalar_prometheus(1.0, None);
+    let port = bin::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut env = serve_env(&sim, &prom, app_name);
+    env.extend(
+        [
+            ("FAS_ORG", "bench"),
+            ("FAS_CONCURRENCY", "32"),
+            ("FAS_INTERVAL", "1s"),
+            ("FAS_METRICS_ADDR", addr.as_str()),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    progress(&format!(
+        "serve ({}): {apps} app(s), waiting for {cycles} cycles (interval 1s)",
+        program.display()
+    ));
+    let started = Instant::now();
+    let mut daemon = Daemon::spawn_command(&program.to_string_lossy(), &["serve"], &env_refs);
+    let pid = daemon.pid();
+    let metrics_url = format!("http://{addr}/metrics");
+    let want = cycles * apps as u64;
+    // Progress is followed in the log (cheap for the daemon); /metrics is scraped once at the
+    // end so that scraping a 1,000-app exposition does not inflate the CPU numbers.
+    let deadline = Instant::now() + Duration::from_secs(30 + 4 * cycles);
+    let mut first_cycle: Option<(u64, u64)> = None;
+    let mut last_report = Instant::now();
+    loop {
+        let done = count_reconciled(&daemon.stderr());
+        if first_cycle.is_none() && done >= apps as u64 {
+            first_cycle = Some((cpu_ticks(pid).unwrap_or(0), done));
+        }
+        if done >= want {
+            break;
+        }
+        if let Some(code) = daemon.wait_exit(Duration::ZERO) {
+            panic!(
+                "serve exited ({code}) early:\n{}",
+                tail(&daemon.stderr(), 20)
+            );
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "serve: only {done} of {want} reconciles after {:?}:\n{}",
+                started.elapsed(),
+                tail(&daemon.stderr(), 20)
+            );
+        }
+        if last_report.elapsed() >= Duration::from_secs(3) {
+            progress(&format!("serve: {done}/{want} reconciles"));
+            last_report = Instant::now();
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = started.elapsed();
+    let rss_kb = status_kb(pid, "VmRSS:").expect("VmRSS of serve");
+    let hwm_kb = status_kb(pid, "VmHWM:").expect("VmHWM of serve");
+    let ticks = cpu_ticks(pid).expect("/proc/<pid>/stat of serve");
+    let (status, body) =
+        bin::http_get(&metrics_url, &[], Duration::from_secs(10)).expect("scrape /metrics");
+    assert_eq!(status, 200, "/metrics answered {status}");
+    let reconciles = sum_series(&body, "fas_reconcile_count{") as u64;
+    let errors = sum_series(&body, "fas_reconcile_errors_total{") as u64;
+    progress(&format!(
+        "serve: {reconciles} reconciles counted by /metrics ({errors} errors), RSS {rss_kb} kB, HWM {hwm_kb} kB, CPU {:.2} s",
+        ticks as f64 / TICKS_PER_SECOND
+    ));
+    daemon.signal("TERM");
+    if daemon.wait_exit(Duration::from_secs(10)).is_none() {
+        progress("serve did not exit 10 s after SIGTERM; killing it");
+    }
+    drop(daemon);
+    let steady = first_cycle.and_then(|(t0, n0)| {
+        (ticks >= t0 && reconciles > n0).then(|| (ticks - t0, reconciles - n0))
+    });
+    DaemonStats {
+        cycles: reconciles / apps as u64,
+        rss_kb,
+        hwm_kb,
+        cpu_ticks: ticks,
+        reconciles,
+        elapsed,
+        steady,
+    }
+}
+
+/// `reconciled` log lines (one per successful reconcile).
+fn count_reconciled(stderr: &str) -> u64 {
+    stderr.matches(" reconciled app=").count() as u64
+}
+
+/// Sum of every sample whose line starts with `prefix` (e.g. `fas_reconcile_count{`).
+fn sum_series(exposition: &str, prefix: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Static binary
+// ---------------------------------------------------------------------------------------------
+
+const EVAL_QUERY: &str = "sum(queue_depth{app=\"$APP_NAME\"})";
+
+fn static_rows(sizes: &Sizes) -> Vec<Row> {
+    let path = std::env::var_os("FAS_STATIC_BIN")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let Some(path) = path.filter(|p| p.is_file()) else {
+        progress("static binary: FAS_STATIC_BIN not set or missing (`make static`)");
+        return vec![row(
+            "5. Static binary",
+            "not built (set FAS_STATIC_BIN; `make static`)",
+            "≤ 6 MiB; eval ≤ 10 ms above network",
+            "n/a",
+        )];
+    };
+    let runs = sizes.static_runs;
+    let mut rows = Vec::new();
+    let size = std::fs::metadata(&path).expect("stat static binary").len();
+    rows.push(row(
+        "5. Static binary size",
+        format!("{size} bytes = {:.2} MiB", size as f64 / MIB),
+        "≤ 6 MiB",
+        pass(size as f64 <= 6.0 * MIB),
+    ));
+
+    let gnu_time = gnu_time();
+    let no_time = "n/a (GNU time missing: `apt-get install time`)";
+
+    // `version`
+    progress(&format!("static: `version` × {runs}"));
+    let _ = run_timed(&path, &["version"], NO_ENV, Duration::from_secs(10));
+    let mut walls: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let r = run_timed(&path, &["version"], NO_ENV, Duration::from_secs(10));
+            assert_eq!(r.code, Some(0), "version failed: {}", r.stderr);
+            r.wall
+        })
+        .collect();
+    let version_wall = median(&mut walls);
+    rows.push(row(
+        format!("5. Static `version`: start-to-exit wall (median of {runs})"),
+        format!("{:.2} ms", ms(version_wall)),
+        "— (no budget)",
+        "info",
+    ));
+    let version_peak = gnu_time
+        .as_ref()
+        .map(|t| peak_rss_kb(t, &path, &["version"], NO_ENV, 5));
+    rows.push(row(
+        "5. Static `version`: peak RSS (VmHWM)",
+        version_peak.map_or(no_time.to_string(), |kb| {
+            format!("{kb} kB = {:.2} MiB", kb as f64 / 1024.0)
+        }),
+        "— (no budget)",
+        "info",
+    ));
+
+    // `eval` against a real Prometheus.
+    progress("static: starting Prometheus and waiting for the first sample (~6 s)");
+    let endpoint = MetricsEndpoint::start();
+    endpoint.set_labeled("queue_depth", &[("app", "my-app")], 35.0);
+    let prometheus = Prometheus::start(&[&endpoint.addr()]);
+    let concrete = EVAL_QUERY.replace("$APP_NAME", "my-app");
+    prometheus.wait_for(&concrete, |v| v == 35.0, Duration::from_secs(30));
+    let prom_url = prometheus.url();
+    let env = [
+        ("FAS_APP_NAME", "my-app"),
+        ("FAS_STARTED_MACHINE_COUNT", "ceil(queue_depth / 10)"),
+        ("FAS_PROMETHEUS_ADDRESS", prom_url.as_str()),
+        ("FAS_PROMETHEUS_METRIC_NAME", "queue_depth"),
+        ("FAS_PROMETHEUS_QUERY", EVAL_QUERY),
+    ];
+    let query_url = format!("{prom_url}/api/v1/query");
+    let eval_once = |program: &Path| {
+        let r = run_timed(program, &["eval"], &env, Duration::from_secs(20));
+        assert_eq!(r.code, Some(0), "eval failed: {}", r.stderr);
+        assert!(
+            r.stdout.contains("\"min\": 4"),
+            "unexpected eval output: {}",
+            r.stdout
+        );
+        r.wall
+    };
+    let query_once = || {
+        // A new agent per call: a fresh connection, like `eval`'s.
+        let t = Instant::now();
+        let (status, body) =
+            bin::http_get(&query_url, &[("query", &concrete)], Duration::from_secs(10))
+                .expect("query Prometheus");
+        let took = t.elapsed();
+        assert_eq!(status, 200, "{body}");
+        took
+    };
+    progress(&format!("static: `eval` × {runs}, bare query × {runs}"));
+    let release = bin::binary();
+    // Warm-up (Prometheus' query path, page cache), then interleaved runs.
+    eval_once(&path);
+    eval_once(&release);
+    query_once();
+    let (mut evals, mut queries, mut glibc) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        evals.push(eval_once(&path));
+        queries.push(query_once());
+        glibc.push(eval_once(&release));
+    }
+    let eval_wall = median(&mut evals);
+    let net = median(&mut queries);
+    let glibc_wall = median(&mut glibc);
+    let above = eval_wall.saturating_sub(net);
+    rows.push(row(
+        format!("5. Static `eval` vs real Prometheus: wall (median of {runs})"),
+        format!("{:.2} ms", ms(eval_wall)),
+        "— (see next rows)",
+        "info",
+    ));
+    rows.push(row(
+        format!("5. Bare HTTP query to the same Prometheus (median of {runs})"),
+        format!("{:.2} ms", ms(net)),
+        "— (network + Prometheus)",
+        "info",
+    ));
+    rows.push(row(
+        "5. Static `eval` minus network",
+        format!("{:.2} ms", ms(above)),
+        "≤ 10 ms",
+        pass(above <= Duration::from_millis(10)),
+    ));
+    rows.push(row(
+        format!("5. (glibc release build) `eval` wall, for comparison (median of {runs})"),
+        format!("{:.2} ms", ms(glibc_wall)),
+        "— (no budget)",
+        "info",
+    ));
+    let eval_peak = gnu_time
+        .as_ref()
+        .map(|t| peak_rss_kb(t, &path, &["eval"], &env, 5));
+    rows.push(row(
+        "5. Static `eval`: peak RSS (VmHWM)",
+        eval_peak.map_or(no_time.to_string(), |kb| {
+            format!("{kb} kB = {:.2} MiB", kb as f64 / 1024.0)
+        }),
+        "— (no budget)",
+        "info",
+    ));
+    drop(prometheus);
+    drop(endpoint);
+
+    // `serve` of the static binary (the one the image ships): musl's allocator instead of
+    // glibc's per-thread arenas.
+    let small = daemon_run_with(&path, 1, sizes.cycles);
+    rows.push(row(
+        format!(
+            "5. Static `serve` RSS, 1 app, after {} cycles",
+            small.cycles
+        ),
+        format!(
+            "{:.2} MiB (VmHWM {:.2} MiB)",
+            small.rss_kb as f64 / 1024.0,
+            small.hwm_kb as f64 / 1024.0
+        ),
+        "≤ 8 MiB",
+        pass(small.rss_kb as f64 / 1024.0 <= 8.0),
+    ));
+    let big = daemon_run_with(&path, sizes.daemon_apps, sizes.cycles);
+    rows.push(row(
+        format!(
+            "5. Static `serve` RSS, {} wildcard apps, concurrency 32, after {} cycles",
+            sizes.daemon_apps, big.cycles
+        ),
+        format!(
+            "{:.2} MiB (VmHWM {:.2} MiB; CPU {:.3} ms/reconcile)",
+            big.rss_kb as f64 / 1024.0,
+            big.hwm_kb as f64 / 1024.0,
+            big.cpu_ticks as f64 / TICKS_PER_SECOND * 1000.0 / big.reconciles.max(1) as f64
+        ),
+        "— (no budget)",
+        "info",
+    ));
+    rows
+}
+
+/// GNU time, whose `-f %M` prints the child's peak RSS (ru_maxrss, kB).
+fn gnu_time() -> Option<PathBuf> {
+    let t = PathBuf::from("/usr/bin/time");
+    let t = if t.is_file() { t } else { bin::which("time")? };
+    let probe = run_timed(&t, &["-f", "%M", "true"], NO_ENV, Duration::from_secs(10));
+    (probe.code == Some(0) && probe.stderr.trim().parse::<u64>().is_ok()).then_some(t)
+}
+
+/// Median of `runs` peak-RSS readings of `program args` under GNU time.
+fn peak_rss_kb(
+    time: &Path,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    runs: usize,
+) -> u64 {
+    let dir = TempDir::new("bench-time");
+    let out = dir.path().join("maxrss");
+    let out_s = out.to_string_lossy().into_owned();
+    let program_s = program.to_string_lossy().into_owned();
+    let mut full: Vec<&str> = vec!["-f", "%M", "-o", &out_s, &program_s];
+    full.extend_from_slice(args);
+    let mut readings: Vec<u64> = (0..runs)
+        .map(|_| {
+            let r = run_timed(time, &full, env, Duration::from_secs(20));
+            assert_eq!(r.code, Some(0), "time {args:?} failed: {}", r.stderr);
+            std::fs::read_to_string(&out)
+                .ok()
+                .and_then(|s| s.trim().lines().last()?.trim().parse().ok())
+                .expect("GNU time output")
+        })
+        .collect();
+    readings.sort_unstable();
+    readings[readings.len() / 2]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces
+// ---------------------------------------------------------------------------------------------
+
+/// A Prometheus stand-in answering every query with the scalar `value`, after `delay`.
+fn scalar_prometheus(value: f64, delay: Option<Duration>) -> FakeServer {
+    let body = format!(
+        r#"{{"status":"success","data":{{"resultType":"scalar","result":[1,"{value}"]}}}}"#
+    );
+    FakeServer::start(move |_| {
+        let reply = Reply::json(200, &body);
+        match delay {
+            Some(d) => reply.delayed(d),
+            None => reply,
+        }
+    })
+}
+
+/// Environment of `serve` against `sim` and `prom` (metric `q`, started count `q`).
+fn serve_env(sim: &Simulator, prom: &FakeServer, app: &str) -> Vec<(String, String)> {
+    [
+        ("FAS_APP_NAME", app),
+        ("FAS_API_TOKEN", TOKEN),
+        ("FLY_FLAPS_BASE_URL", &sim.url()),
+        ("FLY_API_BASE_URL", &sim.url()),
+        ("FAS_PROMETHEUS_ADDRESS", &prom.url()),
+        ("FAS_PROMETHEUS_METRIC_NAME", "q"),
+        ("FAS_PROMETHEUS_QUERY", "sum(q)"),
+        ("FAS_STARTED_MACHINE_COUNT", "q"),
+        ("FAS_TIMEOUT", "30s"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// What a timed child did.
+struct Timed {
+    wall: Duration,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `program args` (hermetic environment plus `env`, stdin null) and measures spawn to
+/// exit with a blocking `wait` (no polling delay). A watchdog SIGKILLs it after `timeout`.
+fn run_timed<K: AsRef<str>, V: AsRef<str>>(
+    program: &Path,
+    args: &[&str],
+    env: &[(K, V)],
+    timeout: Duration,
+) -> Timed {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+    let mut cmd = bin::hermetic_command(program.as_os_str(), args, &env);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let shown = show(program.as_os_str(), args);
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
+    let readers = [
+        reader(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        reader(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ];
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let pid = child.id();
+    let watchdog = thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(timeout) {
+            bin::send_signal(pid, "KILL");
+            true
+        } else {
+            false
+        }
+    });
+    let status = child.wait().expect("wait for child");
+    let wall = start.elapsed();
+    let _ = done_tx.send(());
+    let killed = watchdog.join().unwrap_or(false);
+    let [stdout, stderr] = readers.map(|r| r.join().unwrap_or_default());
+    assert!(
+        !killed,
+        "{shown} still running after {timeout:?}; killed.\n{}",
+        tail(&stderr, 20)
+    );
+    Timed {
+        wall,
+        code: status.code(),
+        stdout,
+        stderr,
+    }
+}
+
+fn reader(pipe: Option<Box<dyn Read + Send>>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+fn show(program: &OsStr, args: &[&str]) -> String {
+    let mut s = program.to_string_lossy().into_owned();
+    for a in args {
+        s.push(' ');
+        s.push_str(a);
+    }
+    format!("`{s}`")
+}
+
+/// A `key=value` field of a text log line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|part| part.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// A `kB` value of `/proc/<pid>/status` (e.g. `VmRSS:`).
+fn status_kb(pid: u32, key: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// utime + stime of `/proc/<pid>/stat`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; the first of them is field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn ratio(value: Duration, floor: Duration) -> String {
+    format!("{:.2}× floor", value.as_secs_f64() / floor.as_secs_f64())
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
+}
+
+/// The 1/5/15-minute load averages (other work on the machine skews the timings).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
+    let headers = ["Measurement", "Value", "Floor / budget", "Ratio / verdict"];
+    let cells: Vec<[&str; 4]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.as_str(),
+                r.value.as_str(),
+                r.budget.as_str(),
+                r.verdict.as_str(),
+            ]
+        })
+        .collect();
+    let mut widths = headers.map(|h| h.chars().count());
+    for c in &cells {
+        for (w, s) in widths.iter_mut().zip(c) {
+            *w = (*w).max(s.chars().count());
+        }
+    }
+    let line = |c: [&str; 4]| {
+        let parts: Vec<String> = c
+            .iter()
+            .zip(widths)
+            .map(|(s, w)| format!("{s}{}", " ".repeat(w - s.chars().count())))
+            .collect();
+        format!("| {} |", parts.join(" | "))
+    };
+    println!();
+    println!(
+        "fly-autoscaler bench ({}; {} CPUs; took {:.0} s; load average at the end: {})",
+        if quick { "--quick" } else { "full" },
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        took.as_secs_f64(),
+        load_average()
+    );
+    println!();
+    println!("{}", line(headers));
+    let dashes: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    println!("|-{}-|", dashes.join("-|-"));
+    for c in cells {
+        println!("{}", line(c));
+    }
+    println!();
+    let notes = [
+        format!(
+            "1. Wall = `Instant` from spawn to a blocking `wait` of `serve --once` (median of {} runs); \
+             `took_ms` is the binary's own `reconciled` log field, so wall minus it is start-up + exit. \
+             The simulator and the Prometheus stand-in (`FakeServer`) each add 50 ms per request; \
+             floor = collect + list + ⌈machines / action concurrency⌉ start rounds, deploy guard off; \
+             peak in flight is the simulator's own counter.",
+            sizes.bulk_reps
+        ),
+        "2. Same wall measurement, one run each; 20 ms per request on the simulator (GraphQL \
+         release check + machine list) and the Prometheus stand-in (metric query): 3 serial \
+         requests per app, plus the one org app-list call. \"req/app seen\" counts the requests \
+         both servers received."
+            .to_string(),
+        "3–4. `serve` with FAS_INTERVAL=1s, FAS_CONCURRENCY=32, simulator latency 0: cycles are \
+         counted from the `reconciled` log lines, then VmRSS/VmHWM are read from \
+         /proc/<pid>/status and utime+stime (100 ticks/s) from /proc/<pid>/stat, and \
+         `fas_reconcile_count` from one /metrics scrape gives the reconcile count CPU is divided by."
+            .to_string(),
+        format!(
+            "5. Size from the file's metadata; `version`/`eval` wall as in 1 (median of {n}, after \
+             one warm-up); `eval` queries a real Prometheus (scraping a test endpoint every 1 s) and \
+             the network row is a bare /api/v1/query of the same PromQL from this process on a fresh \
+             connection (median of {n}, interleaved with the evals); peak RSS is GNU `/usr/bin/time \
+             -f %M` (ru_maxrss, median of 5); static `serve` rows repeat 3–4 with the musl binary.",
+            n = sizes.static_runs
+        ),
+    ];
+    println!("How each number was measured:");
+    for n in notes {
+        println!("- {n}");
+    }
+}
