@@ -632,16 +632,11 @@ fn static_rows(sizes: &Sizes) -> Vec<Row> {
         "— (no budget)",
         "info",
     ));
-    let version_peak = gnu_time
-        .as_ref()
-        .map(|t| peak_rss_kb(t, &path, &["version"], NO_ENV, 5));
-    rows.push(row(
+    rows.push(peak_rss_row(
         "5. Static `version`: peak RSS (VmHWM)",
-        version_peak.map_or(no_time.to_string(), |kb| {
-            format!("{kb} kB = {:.2} MiB", kb as f64 / 1024.0)
-        }),
-        "— (no budget)",
-        "info",
+        gnu_time.as_ref(),
+        no_time,
+        |t| peak_rss_kb(t, &path, &["version"], NO_ENV, 5),
     ));
 
     // `eval` against a real Prometheus.
@@ -720,16 +715,11 @@ fn static_rows(sizes: &Sizes) -> Vec<Row> {
         "— (no budget)",
         "info",
     ));
-    let eval_peak = gnu_time
-        .as_ref()
-        .map(|t| peak_rss_kb(t, &path, &["eval"], &env, 5));
-    rows.push(row(
+    rows.push(peak_rss_row(
         "5. Static `eval`: peak RSS (VmHWM)",
-        eval_peak.map_or(no_time.to_string(), |kb| {
-            format!("{kb} kB = {:.2} MiB", kb as f64 / 1024.0)
-        }),
-        "— (no budget)",
-        "info",
+        gnu_time.as_ref(),
+        no_time,
+        |t| peak_rss_kb(t, &path, &["eval"], &env, 5),
     ));
     drop(prometheus);
     drop(endpoint);
@@ -1061,4 +1051,17 @@ fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
     for n in notes {
         println!("- {n}");
     }
+}
+
+/// A "peak RSS" row: the measured kB and MiB, or why it could not be measured.
+fn peak_rss_row<T>(
+    name: &str,
+    gnu_time: Option<&T>,
+    no_time: &str,
+    measure: impl Fn(&T) -> u64,
+) -> Row {
+    let value = gnu_time.map(measure).map_or(no_time.to_string(), |kb| {
+        format!("{kb} kB = {:.2} MiB", kb as f64 / 1024.0)
+    });
+    row(name, value, "— (no budget)", "info")
 }

@@ -60,11 +60,7 @@ impl Jail {
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> bin::Output {
         let root = self.dir.path().to_str().unwrap();
         let mut argv: Vec<&str> = Vec::new();
-        let is_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout == b"0\n")
-            .unwrap_or(false);
+        let is_root = bin::is_root();
         if !is_root {
             argv.extend(["--user", "--map-root-user", "chroot"]);
         }

@@ -481,11 +481,7 @@ fn sigterm_works_as_pid_1() {
     );
     let binary = bin::binary();
     let mut args = vec!["--pid", "--fork", "--kill-child"];
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
+    let is_root = bin::is_root();
     if !is_root {
         args.extend(["--user", "--map-root-user"]);
     }

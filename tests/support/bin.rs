@@ -21,6 +21,15 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Variables kept from the test process' environment.
 const KEPT_VARS: [&str; 3] = ["PATH", "HOME", "TMPDIR"];
 
+/// Whether the tests run as root (else namespaces must be entered with `unshare --user`).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}
+
 /// The built binary under test. Integration tests get its path from Cargo; examples (which
 /// include this module too) find it next to their own directory, `target/<profile>/`.
 pub fn binary() -> PathBuf {
