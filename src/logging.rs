@@ -1,7 +1,16 @@
 //! Log output on stderr: text lines (default) or JSON lines shaped like the Go program's
 //! (`level`, `msg`, then the attributes). `verbose` selects debug; `RUST_LOG` still works.
+//!
+//! Every record is one line whatever it holds: error texts from APIs and metric sources are
+//! outside text, and a newline in one must not forge a log line. Text lines escape control
+//! characters (`\n`, `\u{1b}`); JSON escapes them by itself. Panics are reported here too,
+//! as one record in the chosen format.
 
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::Write;
+use std::panic::{AssertUnwindSafe, PanicHookInfo};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::kv::{Key, Value, VisitSource};
@@ -40,10 +49,37 @@ pub fn init(format: LogFormat, verbose: bool) {
 }
 
 fn text_line(record: &Record) -> String {
-    let mut line = format!("{} {:<5} {}", rfc3339_now(), record.level(), record.args());
+    let mut line = format!("{} {:<5} ", rfc3339_now(), record.level());
+    push_escaped(&mut line, &record.args().to_string());
     let mut kv = TextKv(&mut line);
     let _ = record.key_values().visit(&mut kv);
     line
+}
+
+/// Appends `s` with control characters escaped, so it stays on one line.
+fn push_escaped(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// `s` on one line, for `ERROR:` lines outside the logger: runs of white space (a YAML
+/// error's line breaks) become one space, other control characters are escaped.
+pub fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_escaped(
+        &mut out,
+        &s.split_whitespace().collect::<Vec<_>>().join(" "),
+    );
+    out
 }
 
 fn json_line(record: &Record) -> String {
@@ -68,10 +104,11 @@ struct TextKv<'a>(&'a mut String);
 impl<'kvs> VisitSource<'kvs> for TextKv<'_> {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
         let v = value.to_string();
-        if v.is_empty() || v.contains([' ', '"', '=']) {
-            self.0.push_str(&format!(" {key}={v:?}"));
+        if v.is_empty() || v.contains([' ', '"', '=']) || v.contains(char::is_control) {
+            // Debug quoting escapes control characters too.
+            let _ = write!(self.0, " {key}={v:?}");
         } else {
-            self.0.push_str(&format!(" {key}={v}"));
+            let _ = write!(self.0, " {key}={v}");
         }
         Ok(())
     }
@@ -98,6 +135,62 @@ impl<'kvs> VisitSource<'kvs> for JsonKv<'_> {
         ));
         Ok(())
     }
+}
+
+thread_local! {
+    /// Set while [`catch_panic`] runs: the hook leaves the panic's text here instead of
+    /// printing it, and the catcher reports it with its context.
+    static CAUGHT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Reports panics as one record: through the logger once it is installed, else as an
+/// `ERROR:` line on stderr; inside [`catch_panic`] they are left to the catcher.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let text = describe_panic(info);
+        let caught = CAUGHT.with(|c| {
+            let mut c = c.borrow_mut();
+            c.as_mut().map(|slot| *slot = text.clone()).is_some()
+        });
+        if caught {
+            return;
+        }
+        if log::max_level() == LevelFilter::Off {
+            eprintln!("ERROR: internal error: {}", one_line(&text));
+        } else {
+            log::error!("internal error: {text}");
+        }
+    }));
+}
+
+/// Runs `f`; a panic comes back as its text (message and location) instead of unwinding.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    CAUGHT.with(|c| *c.borrow_mut() = Some(String::new()));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+    let text = CAUGHT.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    result.map_err(|payload| {
+        if text.is_empty() {
+            payload_text(&*payload)
+        } else {
+            text
+        }
+    })
+}
+
+fn describe_panic(info: &PanicHookInfo) -> String {
+    let at = info
+        .location()
+        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    format!("{}{at}", payload_text(info.payload()))
+}
+
+fn payload_text(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 /// The current UTC time as `2026-11-28T02:14:35.123Z`.
@@ -154,6 +247,38 @@ mod tests {
             line.ends_with(" INFO  reconciled app=a plan=\"start 2 of [1, 2]\" ok=2"),
             "{line}"
         );
+    }
+
+    // Issue 9, defect 7: outside text cannot forge a log line.
+    #[test]
+    fn text_lines_stay_one_line() {
+        let kvs: &[(&str, &dyn log::kv::ToValue)] = &[("err", &"a\nINFO forged")];
+        let outside = "500\r\nERROR fake \u{1b}[31m";
+        let render = |f: fn(&Record) -> String| {
+            f(&Record::builder()
+                .args(format_args!("failed: {outside}"))
+                .level(Level::Error)
+                .key_values(&kvs)
+                .build())
+        };
+        let line = render(text_line);
+        assert!(!line.contains(['\n', '\r', '\u{1b}']), "{line}");
+        assert!(
+            line.contains("failed: 500\\r\\nERROR fake \\u{1b}[31m"),
+            "{line}"
+        );
+        assert!(line.ends_with(" err=\"a\\nINFO forged\""), "{line}");
+        let json = render(json_line);
+        assert!(!json.contains('\n'));
+        assert_eq!(one_line("a\n  b\u{7}"), "a b\\u{7}");
+    }
+
+    #[test]
+    fn caught_panics_come_back_as_text() {
+        install_panic_hook();
+        let err = catch_panic(|| -> u8 { panic!("boom {}", 42) }).unwrap_err();
+        assert!(err.starts_with("boom 42 at src/logging.rs:"), "{err}");
+        assert_eq!(catch_panic(|| 7), Ok(7));
     }
 
     #[test]

@@ -1,64 +1,83 @@
 //! One app, end to end: deploy guard → collect → targets → list → plan → apply, all inside one
 //! deadline. Apply carries the plan out with bounded parallelism and per-machine error
-//! isolation; it decides nothing itself.
+//! isolation; it decides nothing itself, except that an operation whose outcome is unknown is
+//! settled by reading the machine back, never by acting on another machine.
+
+mod platform;
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::collector::{self, CollectError, Collector};
+pub use platform::{Change, Fly, Platform};
+
+use crate::collector::CollectError;
+use crate::config::{Config, InitialState};
 use crate::expr::{TargetError, TargetExprs};
 use crate::http::Deadline;
-use crate::machines::{ApiError, MachinesClient};
+use crate::machines::ApiError;
 use crate::plan::{self, Action, Plan, Policy};
-use crate::release::ReleaseClient;
-use crate::telemetry::{MachineOp, Telemetry};
+use crate::release::ReleaseError;
+use crate::telemetry::{MachineOp, OpStatus, Telemetry};
+use crate::wire::{Machine, Stable, StateClass, Toward};
 
 /// Everything needed to reconcile any app; shared by all workers.
 pub struct Reconciler {
-    pub machines: MachinesClient,
-    /// `None` when the deploy guard is off.
-    pub releases: Option<ReleaseClient>,
-    pub collectors: Vec<Box<dyn Collector>>,
-    pub targets: TargetExprs,
-    pub process_group: String,
-    pub regions: Vec<String>,
-    pub skip_launch: bool,
-    pub timeout: Duration,
-    pub action_concurrency: usize,
+    platform: Box<dyn Platform>,
+    targets: TargetExprs,
+    process_group: String,
+    regions: Vec<String>,
+    initial_state: InitialState,
+    timeout: Duration,
+    action_concurrency: usize,
+    max_machines: usize,
     /// How long a failing release check may hold scaling back before it is ignored.
-    pub deploy_guard_fail_open_after: Duration,
+    deploy_guard_fail_open_after: Duration,
     /// Plan and log, but change nothing.
-    pub dry_run: bool,
-    pub telemetry: Arc<Telemetry>,
+    dry_run: bool,
+    telemetry: Arc<Telemetry>,
 }
 
 /// What one app carries from one reconcile to the next.
 #[derive(Debug, Default)]
 pub struct AppState {
     /// Next position in `regions` (per app, unlike the Go program's per-worker counter).
-    pub region_cursor: usize,
+    region_cursor: usize,
     /// Since when the release check has been failing.
     release_check_failing_since: Option<Instant>,
 }
 
-/// How a reconcile ended when nothing went wrong.
+/// How a reconcile ended when nothing went wrong before apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The plan was carried out; `failed` machine operations failed.
-    Applied {
-        action: &'static str,
-        ok: usize,
-        failed: usize,
-    },
+    /// The plan was carried out.
+    Applied { action: &'static str, tally: Tally },
     /// A release is in progress; nothing was done.
     DeployInProgress,
 }
 
+impl Outcome {
+    /// Whether every machine operation is known to have succeeded.
+    pub fn is_clean(&self) -> bool {
+        match self {
+            Outcome::Applied { tally, .. } => tally.failed == 0 && tally.unknown == 0,
+            Outcome::DeployInProgress => true,
+        }
+    }
+}
+
+/// Machine operations of one apply, by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub ok: usize,
+    pub failed: usize,
+    /// Neither the answer nor a read-back told what happened.
+    pub unknown: usize,
+}
+
 #[derive(Debug)]
 pub enum ReconcileError {
-    ReleaseCheck(String),
+    ReleaseCheck(ReleaseError),
     Metrics(CollectError),
     Targets(TargetError),
     ListMachines(ApiError),
@@ -66,12 +85,15 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// A word for metrics labels; any error that is a timeout is `timeout`.
     pub fn kind(&self) -> &'static str {
         match self {
+            ReconcileError::ReleaseCheck(e) if e.is_timeout() => "timeout",
+            ReconcileError::Metrics(e) if e.error.is_timeout() => "timeout",
+            ReconcileError::ListMachines(e) if e.is_timeout() => "timeout",
             ReconcileError::ReleaseCheck(_) => "release_check",
             ReconcileError::Metrics(_) => "metrics",
             ReconcileError::Targets(_) => "expression",
-            ReconcileError::ListMachines(e) if e.is_timeout() => "timeout",
             ReconcileError::ListMachines(_) => "list_machines",
             ReconcileError::NoCloneSource => "no_clone_source",
         }
@@ -92,9 +114,63 @@ impl fmt::Display for ReconcileError {
     }
 }
 
-impl std::error::Error for ReconcileError {}
+impl std::error::Error for ReconcileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReconcileError::ReleaseCheck(e) => Some(e),
+            ReconcileError::Metrics(e) => Some(e),
+            ReconcileError::Targets(e) => Some(e),
+            ReconcileError::ListMachines(e) => Some(e),
+            ReconcileError::NoCloneSource => None,
+        }
+    }
+}
+
+/// How one machine operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Yes,
+    No,
+    /// The machine could not be read back: it must not be replaced by another one.
+    Unknown,
+}
 
 impl Reconciler {
+    pub fn new(
+        config: &Config,
+        targets: TargetExprs,
+        platform: Box<dyn Platform>,
+        telemetry: Arc<Telemetry>,
+        dry_run: bool,
+    ) -> Reconciler {
+        Reconciler {
+            platform,
+            targets,
+            process_group: config.process_group.clone(),
+            regions: config.regions.clone(),
+            initial_state: config.initial_state(),
+            timeout: config.timeout,
+            action_concurrency: config.action_concurrency,
+            max_machines: config.max_machines,
+            deploy_guard_fail_open_after: config.deploy_guard_fail_open_after,
+            dry_run,
+            telemetry,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// The organization's app names, within one timeout.
+    pub fn org_apps(&self, org: &str) -> Result<Vec<String>, ApiError> {
+        self.platform.org_apps(org, Deadline::after(self.timeout))
+    }
+
     /// Reconciles `app` once. Errors before apply mean nothing was changed.
     pub fn reconcile(&self, app: &str, state: &Mutex<AppState>) -> Result<Outcome, ReconcileError> {
         let started = Instant::now();
@@ -122,19 +198,26 @@ impl Reconciler {
             log::warn!(app; "release in progress, skipping reconciliation");
             return Ok(Outcome::DeployInProgress);
         }
-        let metrics = collector::collect_all(&self.collectors, app, deadline)
+        let metrics = self
+            .platform
+            .collect(app, deadline)
             .map_err(ReconcileError::Metrics)?;
         for (name, value) in &metrics {
             self.telemetry.metric_value(app, name, *value);
         }
-        let targets = self
+        let mut targets = self
             .targets
             .evaluate(&metrics)
             .map_err(ReconcileError::Targets)?;
+        let limit = u32::try_from(self.max_machines).unwrap_or(u32::MAX);
+        if targets.clamp_to(limit) {
+            log::warn!(app, max_machines = self.max_machines;
+                "target above max-machines, clamped; raise max-machines if the app really needs more");
+        }
         self.telemetry.targets(app, &targets);
         let machines = self
-            .machines
-            .list_machines(app, deadline)
+            .platform
+            .list(app, deadline)
             .map_err(ReconcileError::ListMachines)?;
         let region_cursor = lock(state).region_cursor;
         let plan = plan::plan(
@@ -144,10 +227,16 @@ impl Reconciler {
                 process_group: &self.process_group,
                 regions: &self.regions,
                 region_cursor,
-                skip_launch: self.skip_launch,
+                initial_state: self.initial_state,
+                max_machines: self.max_machines,
             },
         );
-        self.telemetry.current(app, &plan.current);
+        self.telemetry.current(app, &plan.current, &plan.skipped);
+        let s = plan.skipped;
+        if s != plan::Skipped::default() {
+            log::debug!(app, no_id = s.no_id, duplicate_id = s.duplicate_id, ignored_state = s.ignored_state;
+                "machines left out of the plan");
+        }
         if plan.action == Action::NoCloneSource {
             return Err(ReconcileError::NoCloneSource);
         }
@@ -155,8 +244,8 @@ impl Reconciler {
             log::warn!(app, shortfall = plan.shortfall();
                 "not enough stopped machines available to reach target, please create more machines");
         }
-        let (ok, failed) = if self.dry_run {
-            (0, 0)
+        let tally = if self.dry_run {
+            Tally::default()
         } else {
             self.apply(app, &plan, state, deadline)
         };
@@ -177,16 +266,18 @@ impl Reconciler {
             started = c.started,
             stopped = c.stopped,
             suspended = c.suspended,
+            in_transition = c.in_transition,
             target_created = range(targets.created).as_str(),
             target_started = range(targets.started).as_str(),
             plan = plan.summary().as_str(),
-            ok,
-            failed,
+            ok = tally.ok,
+            failed = tally.failed,
+            unknown = tally.unknown,
             dry_run = self.dry_run,
             took_ms = started.elapsed().as_millis() as u64;
             "reconciled"
         );
-        Ok(Outcome::Applied { action, ok, failed })
+        Ok(Outcome::Applied { action, tally })
     }
 
     /// The deploy guard. A failing check skips the app (as in Go) until it has failed for
@@ -198,10 +289,7 @@ impl Reconciler {
         state: &Mutex<AppState>,
         deadline: Deadline,
     ) -> Result<bool, ReconcileError> {
-        let Some(releases) = &self.releases else {
-            return Ok(false);
-        };
-        match releases.current_status(app, deadline) {
+        match self.platform.release_status(app, deadline) {
             Ok(status) => {
                 lock(state).release_check_failing_since = None;
                 Ok(status.as_deref() == Some("running"))
@@ -220,73 +308,118 @@ impl Reconciler {
         }
     }
 
-    /// Carries out the plan's action; returns (succeeded, failed) machine operations.
-    fn apply(
-        &self,
-        app: &str,
-        plan: &Plan,
-        state: &Mutex<AppState>,
-        deadline: Deadline,
-    ) -> (usize, usize) {
+    /// Carries out the plan's action.
+    fn apply(&self, app: &str, plan: &Plan, state: &Mutex<AppState>, deadline: Deadline) -> Tally {
         let n = self.action_concurrency;
-        let m = &self.machines;
         match &plan.action {
-            Action::None | Action::NoCloneSource => (0, 0),
-            Action::Create { launches, .. } => {
+            Action::None | Action::NoCloneSource => Tally::default(),
+            Action::Create(launches) => {
                 if !self.regions.is_empty() {
-                    lock(state).region_cursor += launches.len();
+                    lock(state).region_cursor += launches.regions.len();
                 }
-                bulk(launches, launches.len(), Mode::StopOnFailure, n, |l| {
-                    let result = m.create_machine(app, l, deadline);
-                    if let Ok(created) = &result {
-                        log::info!(app, id = created.id.as_str(), region = created.region.as_str(); "machine created");
-                    }
-                    self.record(app, MachineOp::Create, "", result.map(drop))
-                })
+                let requests: Vec<_> = launches.requests().collect();
+                bulk(
+                    &requests,
+                    requests.len(),
+                    Mode::StopOnFailure,
+                    n,
+                    |request| {
+                        let result = self.platform.create(app, *request, deadline);
+                        match &result {
+                            Ok(created) => {
+                                log::info!(app, id = created.id.as_str(), region = created.region.as_str(); "machine created")
+                            }
+                            Err(e) => {
+                                log::error!(app, op = "create"; "cannot create machine, skipping the rest: {e}")
+                            }
+                        }
+                        let done = if result.is_ok() { Done::Yes } else { Done::No };
+                        self.telemetry
+                            .machine_op(app, MachineOp::Create, done.into());
+                        done
+                    },
+                )
             }
             Action::Destroy(ids) => bulk(ids, ids.len(), Mode::Once, n, |id| {
-                let result = m.destroy_machine(app, id, deadline);
-                self.record(app, MachineOp::Destroy, id, result)
+                self.change(app, Change::Destroy, id, deadline)
             }),
             Action::Start { candidates, needed } => {
                 bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
-                    let result = m.start_machine(app, id, deadline);
-                    self.record(app, MachineOp::Start, id, result)
+                    self.change(app, Change::Start, id, deadline)
                 })
             }
             Action::Stop { candidates, needed } => {
                 bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
-                    let result = m.stop_machine(app, id, deadline);
-                    self.record(app, MachineOp::Stop, id, result)
+                    self.change(app, Change::Stop, id, deadline)
                 })
             }
         }
     }
 
-    /// Counts and logs one machine operation; true if it succeeded.
-    fn record(&self, app: &str, op: MachineOp, id: &str, result: Result<(), ApiError>) -> bool {
-        self.telemetry.machine_op(app, op, result.is_ok());
-        match result {
-            Ok(()) => {
-                if op != MachineOp::Create {
-                    log::info!(app, id; "machine {}", past_tense(op));
+    /// Starts, stops or destroys one machine. When the outcome is unknown (no answer, or an
+    /// answer such as 412 that says the machine is not where it was), the machine is read
+    /// back and counted as what it really is.
+    fn change(&self, app: &str, change: Change, id: &str, deadline: Deadline) -> Done {
+        let verb = change.op().as_str();
+        let done = match self.platform.act(app, change, id, deadline) {
+            Ok(()) => Done::Yes,
+            Err(e) if change == Change::Destroy && e.is_not_found() => {
+                log::info!(app, id; "machine already gone: {e}");
+                Done::Yes
+            }
+            Err(e) if e.outcome_unknown() => match self.platform.get(app, id, deadline) {
+                Ok(m) if reached(change, &m) => {
+                    log::info!(app, id, state = m.state.as_str(); "machine is as wanted after: {e}");
+                    Done::Yes
                 }
-                true
-            }
+                Ok(m) => {
+                    log::error!(app, id, op = verb, state = m.state.as_str(); "cannot {verb} machine, skipping: {e}");
+                    Done::No
+                }
+                Err(g) if change == Change::Destroy && g.is_not_found() => Done::Yes,
+                Err(g) => {
+                    log::error!(app, id, op = verb;
+                        "machine state unknown after failed {verb}, not replacing it: {e}; read back: {g}");
+                    Done::Unknown
+                }
+            },
             Err(e) => {
-                log::error!(app, id, op = op.as_str(); "cannot {} machine, skipping: {e}", op.as_str());
-                false
+                log::error!(app, id, op = verb; "cannot {verb} machine, skipping: {e}");
+                Done::No
             }
+        };
+        if done == Done::Yes {
+            log::info!(app, id; "machine {}", change.op().past_tense());
+        }
+        self.telemetry.machine_op(app, change.op(), done.into());
+        done
+    }
+}
+
+impl From<Done> for OpStatus {
+    fn from(d: Done) -> OpStatus {
+        match d {
+            Done::Yes => OpStatus::Ok,
+            Done::No => OpStatus::Failed,
+            Done::Unknown => OpStatus::Unknown,
         }
     }
 }
 
-fn past_tense(op: MachineOp) -> &'static str {
-    match op {
-        MachineOp::Create => "created",
-        MachineOp::Destroy => "destroyed",
-        MachineOp::Start => "started",
-        MachineOp::Stop => "stopped",
+/// Whether a machine read back is where `change` was taking it (or on its way there).
+fn reached(change: Change, m: &Machine) -> bool {
+    let counts_as = match m.class() {
+        StateClass::Stable(s) | StateClass::Transient(Toward::State(s)) => Some(s),
+        StateClass::Transient(Toward::Initial) => None,
+        StateClass::Ignored => {
+            return change == Change::Destroy
+                && matches!(m.state.as_str(), "destroying" | "destroyed");
+        }
+    };
+    match change {
+        Change::Start => counts_as == Some(Stable::Started),
+        Change::Stop => matches!(counts_as, Some(Stable::Stopped | Stable::Suspended)),
+        Change::Destroy => false,
     }
 }
 
@@ -296,7 +429,7 @@ fn action_label(action: &Action) -> &'static str {
         // The Go program counted a bulk start even with nothing to start.
         Action::Start { candidates, .. } if candidates.is_empty() => "no_scale",
         Action::None | Action::NoCloneSource => "no_scale",
-        Action::Create { .. } => "create",
+        Action::Create(_) => "create",
         Action::Destroy(_) => "destroy",
         Action::Start { .. } => "start",
         Action::Stop { .. } => "stop",
@@ -312,7 +445,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 enum Mode {
     /// Each item once; a failure still uses up its place (destroy: never more than planned).
     Once,
-    /// A failure is replaced by the next candidate (start, stop: as in Go).
+    /// A failure is replaced by the next candidate (start, stop: as in Go); an unknown
+    /// outcome is not.
     ReplaceFailures,
     /// After a failure no new item is begun (create: a failing launch usually fails again,
     /// and the Go program looped on it forever).
@@ -320,20 +454,19 @@ enum Mode {
 }
 
 /// Runs `op` over `items` until `needed` succeeded (or items run out), with at most
-/// `concurrency` operations at a time. Returns (succeeded, failed).
+/// `concurrency` operations at a time.
 fn bulk<T: Sync>(
     items: &[T],
     needed: usize,
     mode: Mode,
     concurrency: usize,
-    op: impl Fn(&T) -> bool + Sync,
-) -> (usize, usize) {
+    op: impl Fn(&T) -> Done + Sync,
+) -> Tally {
     #[derive(Default)]
     struct Progress {
         next: usize,
         in_flight: usize,
-        ok: usize,
-        failed: usize,
+        tally: Tally,
     }
     let limit = if mode == Mode::ReplaceFailures {
         items.len()
@@ -343,9 +476,10 @@ fn bulk<T: Sync>(
     let progress = Mutex::new(Progress::default());
     let take = || {
         let mut p = lock(&progress);
+        let t = p.tally;
         let stop = p.next >= limit
-            || p.ok + p.in_flight >= needed
-            || (mode == Mode::StopOnFailure && p.failed > 0);
+            || t.ok + t.unknown + p.in_flight >= needed
+            || (mode == Mode::StopOnFailure && t.failed + t.unknown > 0);
         if stop {
             return None;
         }
@@ -358,78 +492,21 @@ fn bulk<T: Sync>(
         for _ in 0..workers {
             s.spawn(|| {
                 while let Some(item) = take() {
-                    let ok = op(item);
+                    let done = op(item);
                     let mut p = lock(&progress);
                     p.in_flight -= 1;
-                    if ok {
-                        p.ok += 1;
-                    } else {
-                        p.failed += 1;
+                    match done {
+                        Done::Yes => p.tally.ok += 1,
+                        Done::No => p.tally.failed += 1,
+                        Done::Unknown => p.tally.unknown += 1,
                     }
                 }
             });
         }
     });
     let p = lock(&progress);
-    (p.ok, p.failed)
+    p.tally
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[test]
-    fn replace_failures_moves_on_to_the_next_candidate() {
-        // Go case 18: start of "2" fails, "1" and "3" succeed, "4" is never tried.
-        let tried = Mutex::new(Vec::new());
-        let (ok, failed) = bulk(&["1", "2", "3", "4"], 2, Mode::ReplaceFailures, 1, |id| {
-            tried.lock().unwrap().push(*id);
-            *id != "2"
-        });
-        assert_eq!((ok, failed), (2, 1));
-        assert_eq!(*tried.lock().unwrap(), ["1", "2", "3"]);
-    }
-
-    #[test]
-    fn once_counts_failures_against_the_target() {
-        let (ok, failed) = bulk(&["1", "2", "3"], 2, Mode::Once, 4, |id| *id != "1");
-        assert_eq!((ok, failed), (1, 1));
-    }
-
-    #[test]
-    fn stop_on_failure_begins_nothing_new() {
-        let calls = AtomicUsize::new(0);
-        let (ok, failed) = bulk(&[1, 2, 3, 4, 5], 5, Mode::StopOnFailure, 1, |_| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            false
-        });
-        assert_eq!((ok, failed), (0, 1));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn runs_in_parallel_up_to_the_limit() {
-        let in_flight = AtomicUsize::new(0);
-        let peak = AtomicUsize::new(0);
-        let items: Vec<usize> = (0..20).collect();
-        let (ok, _) = bulk(&items, 20, Mode::ReplaceFailures, 4, |_| {
-            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            peak.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(5));
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            true
-        });
-        assert_eq!(ok, 20);
-        assert_eq!(peak.load(Ordering::SeqCst), 4);
-    }
-
-    #[test]
-    fn nothing_to_do() {
-        assert_eq!(
-            bulk::<u8>(&[], 3, Mode::ReplaceFailures, 4, |_| true),
-            (0, 0)
-        );
-        assert_eq!(bulk(&[1], 0, Mode::Once, 4, |_| true), (0, 0));
-    }
-}
+mod tests;

@@ -1,9 +1,12 @@
 //! The commands, one per file. `main` parses arguments and maps results to exit codes.
 
-pub mod eval;
-pub mod serve;
+mod eval;
+mod serve;
 
 use std::path::Path;
+
+pub use eval::run as eval;
+pub use serve::{Options as ServeOptions, run as serve};
 
 use crate::collector::{self, Collector};
 use crate::config::{Config, process_env};
@@ -23,15 +26,15 @@ pub fn version_line() -> String {
 }
 
 /// What both commands start from.
-pub struct Prepared {
-    pub config: Config,
-    pub targets: TargetExprs,
-    pub collectors: Vec<Box<dyn Collector>>,
+struct Prepared {
+    config: Config,
+    targets: TargetExprs,
+    collectors: Vec<Box<dyn Collector>>,
 }
 
 /// A validated config, compiled expressions and built collectors: every problem here is
 /// reported before any metric is collected.
-pub fn prepare(config_path: Option<&Path>) -> Result<Prepared, String> {
+fn prepare(config_path: Option<&Path>) -> Result<Prepared, String> {
     let config = Config::load(config_path, &process_env).map_err(|e| e.to_string())?;
     let targets = TargetExprs::compile(&config).map_err(|e| e.to_string())?;
     let collectors = collector::build(&config.metric_collectors)?;

@@ -11,7 +11,7 @@ use crate::duration::format_go;
 use crate::logging;
 use crate::machines::MachinesClient;
 use crate::pool::{self, Apps, Shutdown};
-use crate::reconcile::Reconciler;
+use crate::reconcile::{Fly, Reconciler};
 use crate::release::ReleaseClient;
 use crate::telemetry::{MetricsServer, Telemetry};
 
@@ -44,22 +44,21 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     );
 
     let telemetry = Arc::new(Telemetry::new());
-    let reconciler = Arc::new(Reconciler {
+    let collector_count = collectors.len();
+    let fly = Fly {
         machines: MachinesClient::new(&config.flaps_base_url, &config.api_token)?,
         releases: config
             .deploy_guard
             .then(|| ReleaseClient::new(&config.api_base_url, &config.api_token)),
         collectors,
+    };
+    let reconciler = Arc::new(Reconciler::new(
+        &config,
         targets,
-        process_group: config.process_group.clone(),
-        regions: config.regions.clone(),
-        skip_launch: config.initial_machine_state == "stopped",
-        timeout: config.timeout,
-        action_concurrency: config.action_concurrency,
-        deploy_guard_fail_open_after: config.deploy_guard_fail_open_after,
-        dry_run: opts.dry_run,
-        telemetry: Arc::clone(&telemetry),
-    });
+        Box::new(fly),
+        Arc::clone(&telemetry),
+        opts.dry_run,
+    ));
     let apps = Apps {
         name: config.app_name.clone(),
         org: config.org.clone(),
@@ -85,14 +84,14 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         )?),
     };
     if let Some(s) = &server {
-        log::info!(addr = s.addr(); "serving metrics");
+        log::info!(addr = s.addr().to_string().as_str(); "serving metrics");
     }
     log::info!(
         app = config.app_name.as_str(),
         interval = format_go(config.interval).as_str(),
         timeout = format_go(config.timeout).as_str(),
         appListRefreshInterval = format_go(config.app_list_refresh_interval).as_str(),
-        collectors = reconciler.collectors.len(),
+        collectors = collector_count,
         concurrency = config.concurrency,
         dry_run = opts.dry_run;
         "reconciler pool initialized, beginning loop"
@@ -106,7 +105,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         config.interval,
         &shutdown,
         grace,
-    );
+    )?;
     drop(server);
     log::info!("shutdown complete");
     Ok(true)

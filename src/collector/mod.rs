@@ -4,38 +4,93 @@ mod prometheus;
 mod temporal;
 
 use std::fmt;
+use std::time::Duration;
 
-pub use prometheus::PrometheusCollector;
-pub use temporal::TemporalCollector;
+use prometheus::PrometheusCollector;
+use temporal::TemporalCollector;
 
-use crate::config::CollectorConfig;
+use crate::config::{CollectorConfig, CollectorKind};
 use crate::expr::MetricValues;
-use crate::http::Deadline;
+use crate::http::{Deadline, Transport};
 
 /// A source of one metric value.
 pub trait Collector: Send + Sync {
     /// The variable name expressions use.
     fn metric_name(&self) -> &str;
 
-    /// The current value for `app` (`${APP_NAME}` in the query), within `deadline`. The error
-    /// is one line and names the source; it never contains a credential.
-    fn collect(&self, app: &str, deadline: Deadline) -> Result<f64, String>;
+    /// The current value for `app` (`${APP_NAME}` in the query), within `deadline`.
+    fn collect(&self, app: &str, deadline: Deadline) -> Result<f64, SourceError>;
+}
+
+/// Why a source gave no value. Its text is one line and never contains a credential.
+#[derive(Debug)]
+pub struct SourceError {
+    /// The source, for messages: `prometheus http://prom:9090`.
+    pub source: String,
+    pub kind: SourceErrorKind,
+    /// What the user may have got wrong, appended to the message (may be empty).
+    pub hint: &'static str,
+}
+
+#[derive(Debug)]
+pub enum SourceErrorKind {
+    /// No answer within the deadline; how long was waited.
+    Timeout(Duration),
+    Transport(Transport),
+    /// An answer that holds no value: the source's error, or a body that is not one.
+    Answer(String),
+}
+
+impl SourceError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self.kind,
+            SourceErrorKind::Timeout(_) | SourceErrorKind::Transport(Transport::Timeout)
+        )
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.source)?;
+        match &self.kind {
+            SourceErrorKind::Timeout(after) => {
+                write!(f, "request timed out after {:.1}s", after.as_secs_f64())?
+            }
+            SourceErrorKind::Transport(t) => write!(f, "{t}")?,
+            SourceErrorKind::Answer(m) => f.write_str(m)?,
+        }
+        f.write_str(self.hint)
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            SourceErrorKind::Transport(t) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 /// A failed collection, naming the metric as the Go program does.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct CollectError {
     pub metric: String,
-    pub message: String,
+    pub error: SourceError,
 }
 
 impl fmt::Display for CollectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "collect metric ({:?}): {}", self.metric, self.message)
+        write!(f, "collect metric ({:?}): {}", self.metric, self.error)
     }
 }
 
-impl std::error::Error for CollectError {}
+impl std::error::Error for CollectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
 
 /// Builds the configured collectors (config is already validated). Construction never
 /// contacts a server, so start-up does not depend on the metric sources being up.
@@ -44,10 +99,14 @@ pub fn build(configs: &[CollectorConfig]) -> Result<Vec<Box<dyn Collector>>, Str
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let built: Result<Box<dyn Collector>, String> = match c.kind.as_str() {
-                "prometheus" => Ok(Box::new(PrometheusCollector::new(c))),
-                "temporal" => TemporalCollector::new(c).map(|t| Box::new(t) as Box<dyn Collector>),
-                other => Err(format!("invalid type: {other:?}")),
+            let built: Result<Box<dyn Collector>, String> = match &c.kind {
+                CollectorKind::Prometheus => Ok(Box::new(PrometheusCollector::new(c))),
+                CollectorKind::Temporal => {
+                    TemporalCollector::new(c).map(|t| Box::new(t) as Box<dyn Collector>)
+                }
+                CollectorKind::Missing | CollectorKind::Other(_) => {
+                    Err(format!("invalid type: {:?}", c.kind))
+                }
             };
             built.map_err(|e| {
                 format!("cannot create metrics collectors: metric-collectors[{i}]: {e}")
@@ -68,9 +127,9 @@ pub fn collect_all(
         .map(|c| {
             c.collect(app, deadline)
                 .map(|v| (c.metric_name().to_string(), v))
-                .map_err(|message| CollectError {
+                .map_err(|error| CollectError {
                     metric: c.metric_name().to_string(),
-                    message,
+                    error,
                 })
         })
         .collect()

@@ -7,11 +7,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use ureq::Agent;
 
-use super::Collector;
+use super::{Collector, SourceError, SourceErrorKind};
 use crate::auth;
 use crate::config::CollectorConfig;
 use crate::expand::expand_query;
-use crate::http::{self, Deadline, Reply, Transport};
+use crate::http::{self, Deadline, Redirects, Reply, Transport};
 
 pub struct PrometheusCollector {
     metric: String,
@@ -31,7 +31,7 @@ impl PrometheusCollector {
             shown: http::redact_url(&c.address),
             query: c.query.clone(),
             authorization: auth::prometheus(&c.token),
-            agent: http::agent(None),
+            agent: http::agent(None, Redirects::FollowWithoutCredentials),
         }
     }
 
@@ -68,10 +68,14 @@ impl Collector for PrometheusCollector {
         &self.metric
     }
 
-    fn collect(&self, app: &str, deadline: Deadline) -> Result<f64, String> {
+    fn collect(&self, app: &str, deadline: Deadline) -> Result<f64, SourceError> {
         let query = expand_query(&self.query, app);
         let started = Instant::now();
-        let fail = |e: String| format!("prometheus {}: {e}", self.shown);
+        let fail = |kind| SourceError {
+            source: format!("prometheus {}", self.shown),
+            kind,
+            hint: "",
+        };
         let mut reply = self.send(&query, deadline, false);
         if let Ok(r) = &reply {
             if r.status == 405 || r.status == 501 {
@@ -79,13 +83,11 @@ impl Collector for PrometheusCollector {
             }
         }
         let reply = reply.map_err(|t| match t {
-            Transport::Timeout => fail(format!(
-                "request timed out after {:.1}s",
-                started.elapsed().as_secs_f64()
-            )),
-            other => fail(other.to_string()),
+            Transport::Timeout => fail(SourceErrorKind::Timeout(started.elapsed())),
+            other => fail(SourceErrorKind::Transport(other)),
         })?;
-        let (value, warnings) = parse_response(&reply).map_err(fail)?;
+        let (value, warnings) =
+            parse_response(&reply).map_err(|m| fail(SourceErrorKind::Answer(m)))?;
         if !warnings.is_empty() {
             log::warn!(app, metric = self.metric.as_str(); "prometheus warnings: {}", warnings.join("; "));
         }
@@ -180,8 +182,8 @@ mod tests {
         Reply {
             status,
             content_type: "application/json".into(),
-            retry_after: None,
             body: body.into(),
+            ..Reply::default()
         }
     }
 

@@ -11,12 +11,11 @@ use serde_json::Value;
 use ureq::Agent;
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
-use super::Collector;
+use super::{Collector, SourceError, SourceErrorKind};
 use crate::auth;
 use crate::config::CollectorConfig;
 use crate::expand::expand_query;
-use crate::http::{self, Deadline, Transport};
-use crate::machines::encode_query_value;
+use crate::http::{self, Deadline, Redirects, Transport, encode_query_value};
 
 pub struct TemporalCollector {
     metric: String,
@@ -49,7 +48,7 @@ impl TemporalCollector {
             namespace: c.namespace_or_default().to_string(),
             query: c.query.clone(),
             authorization: auth::bearer(&c.api_key),
-            agent: http::agent(tls),
+            agent: http::agent(tls, Redirects::FollowWithoutCredentials),
         })
     }
 
@@ -123,7 +122,7 @@ impl Collector for TemporalCollector {
         &self.metric
     }
 
-    fn collect(&self, app: &str, deadline: Deadline) -> Result<f64, String> {
+    fn collect(&self, app: &str, deadline: Deadline) -> Result<f64, SourceError> {
         let url = format!(
             "{}/api/v1/namespaces/{}/workflow-count?query={}",
             self.base,
@@ -131,17 +130,16 @@ impl Collector for TemporalCollector {
             encode_query_value(&self.visibility_query(app))
         );
         let started = Instant::now();
-        let fail = |e: String| {
-            let hint = if self.base.ends_with(":7233") {
+        let fail = |kind| SourceError {
+            source: format!("temporal {} namespace {:?}", self.base, self.namespace),
+            kind,
+            hint: if self.base.ends_with(":7233") {
                 " (7233 is Temporal's gRPC port; this collector needs the HTTP API, port 7243 by default)"
             } else {
                 ""
-            };
-            format!(
-                "temporal {} namespace {:?}: {e}{hint}",
-                self.base, self.namespace
-            )
+            },
         };
+        let answer = |m: String| fail(SourceErrorKind::Answer(m));
         let reply = http::exchange(deadline, |timeout| {
             let mut req = self.agent.get(&url);
             if let Some(a) = &self.authorization {
@@ -154,21 +152,18 @@ impl Collector for TemporalCollector {
             req.config().timeout_global(Some(timeout)).build().call()
         })
         .map_err(|t| match t {
-            Transport::Timeout => fail(format!(
-                "request timed out after {:.1}s",
-                started.elapsed().as_secs_f64()
-            )),
-            other => fail(other.to_string()),
+            Transport::Timeout => fail(SourceErrorKind::Timeout(started.elapsed())),
+            other => fail(SourceErrorKind::Transport(other)),
         })?;
         if !reply.is_success() {
             let message = serde_json::from_str::<StatusBody>(&reply.body)
                 .ok()
                 .filter(|b| !b.message.is_empty())
                 .map_or_else(|| reply.excerpt(), |b| b.message);
-            return Err(fail(format!("{message} (HTTP {})", reply.status)));
+            return Err(answer(format!("{message} (HTTP {})", reply.status)));
         }
         let parsed: CountResponse = serde_json::from_str(&reply.body).map_err(|_| {
-            fail(format!(
+            answer(format!(
                 "HTTP {} with a body that is not a workflow count: {}",
                 reply.status,
                 reply.excerpt()
@@ -179,11 +174,11 @@ impl Collector for TemporalCollector {
             Some(Value::String(s)) => s
                 .parse::<i64>()
                 .map(|n| n as f64)
-                .map_err(|_| fail(format!("count {s:?} is not an integer"))),
+                .map_err(|_| answer(format!("count {s:?} is not an integer"))),
             Some(Value::Number(n)) => n
                 .as_f64()
-                .ok_or_else(|| fail("count is not a number".into())),
-            Some(other) => Err(fail(format!("count {other} is not a number"))),
+                .ok_or_else(|| answer("count is not a number".into())),
+            Some(other) => Err(answer(format!("count {other} is not a number"))),
         }
     }
 }
@@ -195,7 +190,7 @@ mod tests {
 
     fn collector(address: &str, query: &str) -> TemporalCollector {
         TemporalCollector::new(&CollectorConfig {
-            kind: "temporal".into(),
+            kind: crate::config::CollectorKind::Temporal,
             metric_name: "wf".into(),
             address: address.into(),
             query: query.into(),

@@ -2,12 +2,14 @@
 //! optional fields, so that only the keys present in the file replace environment values.
 
 use std::fmt;
+use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use super::{CollectorConfig, Config, EnvLookup, LogFormat};
+use super::{CollectorConfig, CollectorKind, Config, EnvLookup, LogFormat};
 use crate::duration::parse_positive;
 use crate::expand::expand;
 use crate::secret::Secret;
@@ -40,6 +42,7 @@ struct FileConfig {
     api_base_url: Option<String>,
     deploy_guard: Option<YamlBool>,
     deploy_guard_fail_open_after: Option<GoDuration>,
+    max_machines: Option<Count>,
 }
 
 #[derive(Deserialize, Default)]
@@ -56,6 +59,77 @@ struct FileCollector {
     key_data: Option<String>,
     ca_data: Option<String>,
     api_key: Option<String>,
+}
+
+/// Config files larger than this are refused before parsing (a real one is a few KB).
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Nesting deeper than this is refused before parsing (the real config nests 3 levels; the
+/// YAML parser takes seconds per 10,000 levels).
+const MAX_NESTING: usize = 64;
+
+/// Reads the file, refusing one too large or too deeply nested to be a config.
+pub(super) fn read(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "the file is larger than {} KiB, which no config is; check the path",
+            MAX_FILE_BYTES / 1024
+        ));
+    }
+    if let Some(line) = too_deep(&text) {
+        return Err(format!(
+            "nesting deeper than {MAX_NESTING} levels at line {line}; a config nests 3 levels"
+        ));
+    }
+    Ok(text)
+}
+
+/// The line at which YAML nesting passes [`MAX_NESTING`]: flow brackets outside quotes and
+/// comments, plus block levels by indentation and `- ` items.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut flow = 0usize;
+    let mut indents: Vec<usize> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if flow == 0 && !trimmed.is_empty() && !trimmed.starts_with('#') {
+            let indent = line.len() - trimmed.len();
+            while indents.last().is_some_and(|&i| i > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+            let dashes = trimmed
+                .as_bytes()
+                .chunks(2)
+                .take_while(|c| c == b"- ")
+                .count();
+            if indents.len() + dashes > MAX_NESTING {
+                return Some(n + 1);
+            }
+        }
+        let mut quote = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (None, '#') => break,
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '[' | '{') => {
+                    flow += 1;
+                    if flow > MAX_NESTING {
+                        return Some(n + 1);
+                    }
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
 }
 
 /// Decodes `text` (after `${VAR}` expansion) on top of `config`. The error is one line.
@@ -131,6 +205,7 @@ impl FileConfig {
         for (value, slot) in [
             (self.concurrency, &mut c.concurrency),
             (self.action_concurrency, &mut c.action_concurrency),
+            (self.max_machines, &mut c.max_machines),
         ] {
             if let Some(Count(n)) = value {
                 *slot = n;
@@ -166,7 +241,7 @@ impl FileCollector {
     fn into_config(self) -> CollectorConfig {
         let s = |v: Option<String>| v.unwrap_or_default();
         CollectorConfig {
-            kind: s(self.kind),
+            kind: CollectorKind::parse(&s(self.kind)),
             metric_name: s(self.metric_name),
             query: s(self.query),
             address: s(self.address),
@@ -287,7 +362,8 @@ impl<'de> Deserialize<'de> for YamlBool {
     }
 }
 
-/// A worker count: a YAML number (a fraction is truncated, as in Go); values below 1 mean 1.
+/// A count (workers, machines): a YAML number (a fraction is truncated, as in Go); values
+/// below 1 mean 1.
 struct Count(usize);
 
 impl<'de> Deserialize<'de> for Count {

@@ -38,13 +38,13 @@ fn reference_config_parses_every_field() {
     assert!(!c.verbose);
     assert_eq!(c.metric_collectors.len(), 2);
     let p = &c.metric_collectors[0];
-    assert_eq!(p.kind, "prometheus");
+    assert_eq!(p.kind, CollectorKind::Prometheus);
     assert_eq!(p.metric_name, "queue_depth");
     assert_eq!(p.address, "https://api.fly.io/prometheus/MY_ORG");
     assert_eq!(p.query, "sum(queue_depth)");
     assert_eq!(p.token.expose(), "FlyV1 ...");
     let t = &c.metric_collectors[1];
-    assert_eq!(t.kind, "temporal");
+    assert_eq!(t.kind, CollectorKind::Temporal);
     assert_eq!(t.metric_name, "workflow_count");
     assert_eq!(t.address, "localhost:7233");
     assert_eq!(t.cert_data, "-----BEGIN CERTIFICATE-----...");
@@ -134,8 +134,8 @@ fn reads_every_env_var() {
     assert_eq!(c.deploy_guard_fail_open_after, Duration::from_secs(60));
     let p = &c.metric_collectors[0];
     assert_eq!(
-        (p.kind.as_str(), p.address.as_str(), p.metric_name.as_str()),
-        ("prometheus", "http://prom:9090", "x")
+        (&p.kind, p.address.as_str(), p.metric_name.as_str()),
+        (&CollectorKind::Prometheus, "http://prom:9090", "x")
     );
     assert_eq!(
         p.query, "sum(x{app=\"$APP_NAME\"})",
@@ -143,7 +143,7 @@ fn reads_every_env_var() {
     );
     assert_eq!(p.token.expose(), "tok");
     let t = &c.metric_collectors[1];
-    assert_eq!(t.kind, "temporal");
+    assert_eq!(t.kind, CollectorKind::Temporal);
     assert_eq!(t.namespace, "ns");
     assert_eq!(t.metric_name, "wf");
     assert_eq!(t.cert_data, "cert1", "TEMPORAL_TLS_CERT_DATA wins");
@@ -404,7 +404,7 @@ fn every_go_validation_message() {
         (
             Config {
                 metric_collectors: vec![CollectorConfig {
-                    kind: "prometheus".into(),
+                    kind: CollectorKind::Prometheus,
                     ..Default::default()
                 }],
                 ..valid()
@@ -425,7 +425,7 @@ fn every_go_validation_message() {
             Config {
                 metric_collectors: vec![CollectorConfig {
                     metric_name: "m".into(),
-                    kind: "graphite".into(),
+                    kind: CollectorKind::parse("graphite"),
                     ..Default::default()
                 }],
                 ..valid()
@@ -436,7 +436,7 @@ fn every_go_validation_message() {
             Config {
                 metric_collectors: vec![CollectorConfig {
                     metric_name: "m".into(),
-                    kind: "prometheus".into(),
+                    kind: CollectorKind::Prometheus,
                     ..Default::default()
                 }],
                 ..valid()
@@ -447,7 +447,7 @@ fn every_go_validation_message() {
             Config {
                 metric_collectors: vec![CollectorConfig {
                     metric_name: "m".into(),
-                    kind: "prometheus".into(),
+                    kind: CollectorKind::Prometheus,
                     address: "http://p".into(),
                     ..Default::default()
                 }],
@@ -459,7 +459,7 @@ fn every_go_validation_message() {
             Config {
                 metric_collectors: vec![CollectorConfig {
                     metric_name: "m".into(),
-                    kind: "temporal".into(),
+                    kind: CollectorKind::Temporal,
                     ..Default::default()
                 }],
                 ..valid()
@@ -477,7 +477,7 @@ fn every_go_validation_message() {
 #[test]
 fn extra_validation() {
     let prom = |name: &str, address: &str| CollectorConfig {
-        kind: "prometheus".into(),
+        kind: CollectorKind::Prometheus,
         metric_name: name.into(),
         address: address.into(),
         query: "q".into(),
@@ -540,8 +540,24 @@ fn count_expression_mapping() {
         max_started_machine_count: "c".into(),
         ..Config::default()
     };
-    assert_eq!(c.created_counts(), CountExprs { min: "a", max: "a" });
-    assert_eq!(c.started_counts(), CountExprs { min: "b", max: "c" });
+    let expr = |key: &str, source| CountExpr {
+        key: key.into(),
+        source,
+    };
+    assert_eq!(
+        c.count_exprs(Count::Created),
+        CountExprs {
+            min: expr("created-machine-count", "a"),
+            max: expr("created-machine-count", "a")
+        }
+    );
+    assert_eq!(
+        c.count_exprs(Count::Started),
+        CountExprs {
+            min: expr("min-started-machine-count", "b"),
+            max: expr("max-started-machine-count", "c")
+        }
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use server::MetricsServer;
 
-use crate::plan::{Current, TargetCounts};
+use crate::plan::{Current, Skipped, TargetCounts};
 
 /// Buckets of `fas_reconcile_duration_seconds`.
 const DURATION_BUCKETS: [f64; 11] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -54,6 +54,35 @@ impl MachineOp {
             MachineOp::Stop => "stop",
         }
     }
+
+    /// As in the Go program's log lines: `machine started`.
+    pub fn past_tense(self) -> &'static str {
+        match self {
+            MachineOp::Create => "created",
+            MachineOp::Destroy => "destroyed",
+            MachineOp::Start => "started",
+            MachineOp::Stop => "stopped",
+        }
+    }
+}
+
+/// How a machine operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpStatus {
+    Ok,
+    Failed,
+    /// The machine could not be read back after an answer that left its state open.
+    Unknown,
+}
+
+impl OpStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            OpStatus::Ok => "ok",
+            OpStatus::Failed => "failed",
+            OpStatus::Unknown => "unknown",
+        }
+    }
 }
 
 /// All metrics of one process.
@@ -83,6 +112,8 @@ const METRIC_VALUE: &str = "fas_metric_value";
 const TARGET: &str = "fas_target_machines";
 const MACHINES: &str = "fas_machines";
 const APPS: &str = "fas_managed_apps";
+const SKIPPED_MACHINES: &str = "fas_skipped_machines";
+const PANICS: &str = "fas_panics_total";
 
 impl Default for Telemetry {
     fn default() -> Self {
@@ -150,6 +181,16 @@ impl Telemetry {
                 "Managed machines by state at the last reconcile (created = all states).",
             ),
             family(APPS, Kind::Gauge, "Apps currently being reconciled."),
+            family(
+                SKIPPED_MACHINES,
+                Kind::Gauge,
+                "Listed machines of the group left out of the last plan, by reason.",
+            ),
+            family(
+                PANICS,
+                Kind::Counter,
+                "Reconciles that ended in an internal error (a bug); the app is tried again next tick.",
+            ),
         ];
         // The Go program exported these from start-up, at zero.
         for (name, statuses) in [
@@ -193,17 +234,31 @@ impl Telemetry {
     }
 
     /// One machine operation and its outcome.
-    pub fn machine_op(&self, app: &str, op: MachineOp, ok: bool) {
-        let status = if ok { "ok" } else { "failed" };
+    pub fn machine_op(&self, app: &str, op: MachineOp, status: OpStatus) {
         self.inc(
             ACTIONS,
-            &[("app", app), ("op", op.as_str()), ("status", status)],
+            &[
+                ("app", app),
+                ("op", op.as_str()),
+                ("status", status.as_str()),
+            ],
         );
+        // The Go families know only ok and failed.
+        let go_status = if status == OpStatus::Ok {
+            "ok"
+        } else {
+            "failed"
+        };
         match op {
-            MachineOp::Start => self.inc(GO_START, &[("status", status)]),
-            MachineOp::Stop => self.inc(GO_STOP, &[("status", status)]),
+            MachineOp::Start => self.inc(GO_START, &[("status", go_status)]),
+            MachineOp::Stop => self.inc(GO_STOP, &[("status", go_status)]),
             MachineOp::Create | MachineOp::Destroy => {}
         }
+    }
+
+    /// A reconcile that panicked (caught by its worker).
+    pub fn panicked(&self, app: &str) {
+        self.inc(PANICS, &[("app", app)]);
     }
 
     /// A completed reconcile and the action it took (`create`, …, `no_scale`).
@@ -240,14 +295,26 @@ impl Telemetry {
         }
     }
 
-    pub fn current(&self, app: &str, c: &Current) {
+    pub fn current(&self, app: &str, c: &Current, skipped: &Skipped) {
         for (state, n) in [
             ("created", c.created),
             ("started", c.started),
             ("stopped", c.stopped),
             ("suspended", c.suspended),
+            ("in_transition", c.in_transition),
         ] {
             self.set(MACHINES, &[("app", app), ("state", state)], n as f64);
+        }
+        for (reason, n) in [
+            ("no_id", skipped.no_id),
+            ("duplicate_id", skipped.duplicate_id),
+            ("ignored_state", skipped.ignored_state),
+        ] {
+            self.set(
+                SKIPPED_MACHINES,
+                &[("app", app), ("reason", reason)],
+                n as f64,
+            );
         }
     }
 
@@ -421,9 +488,10 @@ mod tests {
     #[test]
     fn counts_and_forgets_apps() {
         let t = Telemetry::new();
-        t.machine_op("a", MachineOp::Start, true);
-        t.machine_op("a", MachineOp::Start, false);
-        t.machine_op("b", MachineOp::Create, true);
+        t.machine_op("a", MachineOp::Start, OpStatus::Ok);
+        t.machine_op("a", MachineOp::Start, OpStatus::Failed);
+        t.machine_op("a", MachineOp::Start, OpStatus::Unknown);
+        t.machine_op("b", MachineOp::Create, OpStatus::Ok);
         t.reconciled("a", "start", Duration::from_millis(20));
         t.metric_value("a", "queue\"depth", f64::NAN);
         t.targets(
@@ -439,8 +507,9 @@ mod tests {
         let text = t.render();
         for line in [
             "fas_machine_start_count{status=\"ok\"} 1",
-            "fas_machine_start_count{status=\"failed\"} 1",
+            "fas_machine_start_count{status=\"failed\"} 2",
             "fas_machine_actions_total{app=\"a\",op=\"start\",status=\"ok\"} 1",
+            "fas_machine_actions_total{app=\"a\",op=\"start\",status=\"unknown\"} 1",
             "fas_machine_actions_total{app=\"b\",op=\"create\",status=\"ok\"} 1",
             "fas_reconcile_count{status=\"start\"} 1",
             "fas_reconciles_total{app=\"a\",action=\"start\"} 1",

@@ -3,39 +3,39 @@
 //! Retry discipline (the Go program had none of its own): HTTP 429 is honoured with its
 //! `Retry-After` for every call, since a rate-limited request was not carried out; 5xx and
 //! broken connections are retried with jittered exponential backoff only for idempotent calls
-//! (list, start, stop, destroy); a create is retried only when the request provably never
-//! reached the server, because a duplicate create costs a machine. All waiting stays inside the
-//! caller's deadline.
-
-mod types;
+//! (list, get, start, stop, suspend, destroy); a create is retried only when the request
+//! provably never reached the server, because a duplicate create costs a machine. All waiting
+//! stays inside the caller's deadline. Redirects are never followed: the API does not send
+//! them, and acting on the machine ids of another host would be acting blind.
 
 use std::fmt;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use ureq::Agent;
 
-pub use types::{ErrorBody, ImageRef, Machine, OrgApp, OrgApps};
-
 use crate::auth;
-use crate::http::{self, Deadline, Reply, Transport};
-use crate::plan::Launch;
+use crate::http::{self, Deadline, Redirects, Reply, Transport};
 use crate::secret::Secret;
+use crate::wire::{self, CreateRequest, ErrorBody, ListError, Machine, OrgApps};
 
 const MAX_ATTEMPTS: u32 = 5;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
 /// Wait used for a 429 that carries no (or an unreadable) `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The most machines one list may hold: the bound on what a list costs in memory.
+pub const MAX_LISTED_MACHINES: usize = 20_000;
+/// And its bytes: 20,000 real machines are about 80 MB of JSON.
+const MAX_LIST_BYTES: u64 = 128 * 1024 * 1024;
 
 /// A failed call: what was attempted and why it failed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct ApiError {
     pub op: String,
     pub kind: ApiErrorKind,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum ApiErrorKind {
     /// The API answered with an error status; `message` is its `error`/`message` field.
     Status {
@@ -43,9 +43,16 @@ pub enum ApiErrorKind {
         message: String,
         status: String,
     },
+    /// A 3xx answer, not followed.
+    Redirect {
+        code: u16,
+        location: String,
+    },
     Transport(Transport),
     /// A 2xx answer whose body is not the JSON the API documents.
     Decode(String),
+    /// A machine list longer than [`MAX_LISTED_MACHINES`].
+    TooMany(ListError),
 }
 
 impl ApiError {
@@ -60,15 +67,20 @@ impl ApiError {
         matches!(self.kind, ApiErrorKind::Transport(Transport::Timeout))
     }
 
-    /// A short word for metrics labels.
-    pub fn kind_label(&self) -> &'static str {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.kind, ApiErrorKind::Status { code: 404, .. })
+    }
+
+    /// Whether the call may have been carried out although it failed: no answer, an answer
+    /// that the machine is already past the wanted change (409, 412), or a server error.
+    /// The caller reads the machine back instead of guessing.
+    pub fn outcome_unknown(&self) -> bool {
         match &self.kind {
-            ApiErrorKind::Status { code: 429, .. } => "rate_limited",
-            ApiErrorKind::Status { code, .. } if *code >= 500 => "server_error",
-            ApiErrorKind::Status { .. } => "client_error",
-            ApiErrorKind::Transport(Transport::Timeout) => "timeout",
-            ApiErrorKind::Transport(_) => "transport",
-            ApiErrorKind::Decode(_) => "decode",
+            ApiErrorKind::Transport(t) => !matches!(t, Transport::NotConnected(_)),
+            ApiErrorKind::Status { code, .. } => matches!(code, 408 | 409 | 412) || *code >= 500,
+            ApiErrorKind::Redirect { .. } | ApiErrorKind::Decode(_) | ApiErrorKind::TooMany(_) => {
+                false
+            }
         }
     }
 }
@@ -90,13 +102,28 @@ impl fmt::Display for ApiError {
                 }
                 Ok(())
             }
+            ApiErrorKind::Redirect { code, location } => write!(
+                f,
+                "{}: HTTP {code} redirect to {location} not followed: the Machines API does not \
+                 redirect; check flaps-base-url (FLY_FLAPS_BASE_URL)",
+                self.op
+            ),
             ApiErrorKind::Transport(t) => write!(f, "{}: {t}", self.op),
             ApiErrorKind::Decode(m) => write!(f, "{}: {m}", self.op),
+            ApiErrorKind::TooMany(e) => write!(f, "{}: {e}", self.op),
         }
     }
 }
 
-impl std::error::Error for ApiError {}
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            ApiErrorKind::Transport(t) => Some(t),
+            ApiErrorKind::TooMany(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Whether a call may be repeated after an outcome we could not observe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,62 +158,86 @@ impl MachinesClient {
             )
         })?;
         Ok(MachinesClient {
-            agent: http::agent(None),
+            agent: http::agent(None, Redirects::Refuse),
             base,
             authorization: auth::fly_api(token),
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
-    /// `GET /v1/apps/{app}/machines`, no filters: the planner needs `host_status` and `config`.
+    /// `GET /v1/apps/{app}/machines`, no filters (the planner needs `host_status` and
+    /// `config`), read as a stream of at most [`MAX_LISTED_MACHINES`].
     pub fn list_machines(&self, app: &str, deadline: Deadline) -> Result<Vec<Machine>, ApiError> {
         let op = format!("list machines of {app}");
-        let reply = self.call(
+        self.call(
             &op,
             "GET",
             &format!("/v1/apps/{app}/machines"),
             None,
             Retry::Idempotent,
             deadline,
-        )?;
-        decode(&op, &reply)
+            |response| {
+                let body = response
+                    .into_body()
+                    .into_with_config()
+                    .limit(MAX_LIST_BYTES);
+                wire::read_machine_list(body.reader(), MAX_LISTED_MACHINES).map_err(|e| match e {
+                    ListError::Json(j) if j.is_io() => {
+                        let io = std::io::Error::from(j);
+                        ApiError::new(&op, ApiErrorKind::Transport(Transport::from_io(io)))
+                    }
+                    ListError::Json(j) => ApiError::new(
+                        &op,
+                        ApiErrorKind::Decode(format!(
+                            "HTTP 200 with a body that is not the expected JSON ({j})"
+                        )),
+                    ),
+                    too_many => ApiError::new(&op, ApiErrorKind::TooMany(too_many)),
+                })
+            },
+        )
+    }
+
+    /// `GET /v1/apps/{app}/machines/{id}`: one machine read back.
+    pub fn get_machine(
+        &self,
+        app: &str,
+        id: &str,
+        deadline: Deadline,
+    ) -> Result<Machine, ApiError> {
+        let op = format!("get machine {id}");
+        let reply = self.buffered(&op, "GET", &machine_path(app, id, ""), None, deadline)?;
+        wire::read_machine(&reply.body).map_err(|e| decode_error(&op, &reply, &e))
     }
 
     /// `POST /v1/apps/{app}/machines` with the cloned config, region and `skip_launch`.
     pub fn create_machine(
         &self,
         app: &str,
-        launch: &Launch,
+        request: CreateRequest,
         deadline: Deadline,
     ) -> Result<Machine, ApiError> {
-        let op = format!("create machine in {app} ({})", launch.region);
-        let mut body = json!({ "config": launch.config, "region": launch.region });
-        if launch.skip_launch {
-            body["skip_launch"] = Value::Bool(true);
-        }
+        let op = format!("create machine in {app} ({})", request.region);
+        let body = request.to_json();
         let reply = self.call(
             &op,
             "POST",
             &format!("/v1/apps/{app}/machines"),
-            Some(body),
+            Some(body.as_bytes()),
             Retry::OnlyIfNotSent,
             deadline,
+            |r| http::read_reply(r).map_err(|t| ApiError::new(&op, ApiErrorKind::Transport(t))),
         )?;
-        decode(&op, &reply)
+        wire::read_machine(&reply.body).map_err(|e| decode_error(&op, &reply, &e))
     }
 
-    /// `POST …/{id}/start`, no body. Starting a suspended machine resumes it.
+    /// `POST …/{id}/start`, an empty body. Starting a suspended machine resumes it.
     pub fn start_machine(&self, app: &str, id: &str, deadline: Deadline) -> Result<(), ApiError> {
         let op = format!("start machine {id}");
-        self.call(
+        self.buffered(
             &op,
             "POST",
-            &format!("/v1/apps/{app}/machines/{id}/start"),
-            None,
-            Retry::Idempotent,
+            &machine_path(app, id, "/start"),
+            Some(b""),
             deadline,
         )
         .map(drop)
@@ -196,13 +247,12 @@ impl MachinesClient {
     /// machine's own stop config).
     pub fn stop_machine(&self, app: &str, id: &str, deadline: Deadline) -> Result<(), ApiError> {
         let op = format!("stop machine {id}");
-        let body = json!({ "id": id, "timeout": "0s" });
-        self.call(
+        let body = serde_json::json!({ "id": id, "timeout": "0s" }).to_string();
+        self.buffered(
             &op,
             "POST",
-            &format!("/v1/apps/{app}/machines/{id}/stop"),
-            Some(body),
-            Retry::Idempotent,
+            &machine_path(app, id, "/stop"),
+            Some(body.as_bytes()),
             deadline,
         )
         .map(drop)
@@ -211,84 +261,105 @@ impl MachinesClient {
     /// `DELETE …/{id}?kill=true`, as the Go program destroys.
     pub fn destroy_machine(&self, app: &str, id: &str, deadline: Deadline) -> Result<(), ApiError> {
         let op = format!("destroy machine {id}");
-        self.call(
+        self.buffered(
             &op,
             "DELETE",
-            &format!("/v1/apps/{app}/machines/{id}?kill=true"),
+            &machine_path(app, id, "?kill=true"),
             None,
-            Retry::Idempotent,
             deadline,
         )
         .map(drop)
     }
 
-    /// `GET /v1/apps?org_slug={org}`: the names of the organization's apps.
+    /// `GET /v1/apps?org_slug={org}`: the names of the organization's apps, each once.
     pub fn list_org_apps(&self, org: &str, deadline: Deadline) -> Result<Vec<String>, ApiError> {
         let op = format!("list apps of organization {org}");
-        let path = format!("/v1/apps?org_slug={}", encode_query_value(org));
-        let reply = self.call(&op, "GET", &path, None, Retry::Idempotent, deadline)?;
-        let apps: OrgApps = decode(&op, &reply)?;
-        Ok(apps
+        let path = format!("/v1/apps?org_slug={}", http::encode_query_value(org));
+        let reply = self.buffered(&op, "GET", &path, None, deadline)?;
+        let apps: OrgApps =
+            serde_json::from_str(&reply.body).map_err(|e| decode_error(&op, &reply, &e))?;
+        let mut names: Vec<String> = apps
             .apps
             .into_iter()
             .map(|a| a.name)
             .filter(|n| !n.is_empty())
-            .collect())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
     }
 
-    /// One call with the retry discipline described in the module docs.
-    fn call(
+    /// An idempotent call whose answer is read in full.
+    fn buffered(
         &self,
         op: &str,
         method: &str,
         path: &str,
-        body: Option<Value>,
-        retry: Retry,
+        body: Option<&[u8]>,
         deadline: Deadline,
     ) -> Result<Reply, ApiError> {
+        self.call(op, method, path, body, Retry::Idempotent, deadline, |r| {
+            http::read_reply(r).map_err(|t| ApiError::new(op, ApiErrorKind::Transport(t)))
+        })
+    }
+
+    /// One call with the retry discipline described in the module docs; `read` takes a 2xx
+    /// answer's body.
+    #[allow(clippy::too_many_arguments)]
+    fn call<T>(
+        &self,
+        op: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        retry: Retry,
+        deadline: Deadline,
+        read: impl Fn(ureq::http::Response<ureq::Body>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let url = format!("{}{path}", self.base);
         let mut attempt = 1;
         loop {
-            let result = http::exchange(deadline, |timeout| {
+            let response = http::start(deadline, |timeout| {
                 let mut req = ureq::http::Request::builder().method(method).uri(&url);
                 if let Some(auth) = &self.authorization {
                     req = req.header("Authorization", auth);
                 }
-                let agent = &self.agent;
-                match &body {
+                // A slice body has a known length: `Content-Length: 0` for an empty POST, as
+                // Go sends it (some proxies refuse an empty chunked body).
+                match body {
                     Some(b) => {
-                        let req = req
-                            .header("Content-Type", "application/json")
-                            .body(b.to_string())
-                            .map_err(ureq::Error::Http)?;
-                        agent.run(
-                            agent
-                                .configure_request(req)
-                                .timeout_global(Some(timeout))
-                                .build(),
-                        )
+                        if !b.is_empty() {
+                            req = req.header("Content-Type", "application/json");
+                        }
+                        run(&self.agent, req.body(b), timeout)
                     }
-                    None => {
-                        let req = req.body(()).map_err(ureq::Error::Http)?;
-                        agent.run(
-                            agent
-                                .configure_request(req)
-                                .timeout_global(Some(timeout))
-                                .build(),
-                        )
-                    }
+                    None => run(&self.agent, req.body(()), timeout),
                 }
             });
-            let (error, wait) = match result {
-                Ok(reply) if reply.is_success() => return Ok(reply),
-                Ok(reply) => {
-                    let wait = match reply.status {
-                        429 => Some(retry_after(&reply)),
-                        s if s >= 500 && retry == Retry::Idempotent => Some(backoff(attempt)),
-                        _ => None,
-                    };
-                    (status_error(op, &reply), wait)
+            let (error, wait) = match response {
+                Ok(r) if r.status().is_success() => return read(r),
+                Ok(r) if r.status().is_redirection() => {
+                    let reply = http::read_reply(r)
+                        .map_err(|t| ApiError::new(op, ApiErrorKind::Transport(t)))?;
+                    return Err(ApiError::new(
+                        op,
+                        ApiErrorKind::Redirect {
+                            code: reply.status,
+                            location: reply.shown_location(),
+                        },
+                    ));
                 }
+                Ok(r) => match http::read_reply(r) {
+                    Ok(reply) => {
+                        let wait = match reply.status {
+                            429 => Some(retry_after(&reply)),
+                            s if s >= 500 && retry == Retry::Idempotent => Some(backoff(attempt)),
+                            _ => None,
+                        };
+                        (status_error(op, &reply), wait)
+                    }
+                    Err(t) => (ApiError::new(op, ApiErrorKind::Transport(t)), None),
+                },
                 Err(t) => {
                     let wait = match (&t, retry) {
                         (Transport::Timeout, _) => None,
@@ -312,6 +383,24 @@ impl MachinesClient {
             }
         }
     }
+}
+
+fn run<B: ureq::AsSendBody>(
+    agent: &Agent,
+    request: Result<ureq::http::Request<B>, ureq::http::Error>,
+    timeout: Duration,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    let request = request.map_err(ureq::Error::Http)?;
+    agent.run(
+        agent
+            .configure_request(request)
+            .timeout_global(Some(timeout))
+            .build(),
+    )
+}
+
+fn machine_path(app: &str, id: &str, rest: &str) -> String {
+    format!("/v1/apps/{app}/machines/{id}{rest}")
 }
 
 /// Exponential backoff with full jitter: up to 100 ms, 200 ms, 400 ms, … capped at 2 s.
@@ -351,17 +440,15 @@ fn status_error(op: &str, reply: &Reply) -> ApiError {
     )
 }
 
-fn decode<T: serde::de::DeserializeOwned>(op: &str, reply: &Reply) -> Result<T, ApiError> {
-    serde_json::from_str(&reply.body).map_err(|e| {
-        ApiError::new(
-            op,
-            ApiErrorKind::Decode(format!(
-                "HTTP {} with a body that is not the expected JSON ({e}): {}",
-                reply.status,
-                reply.excerpt()
-            )),
-        )
-    })
+fn decode_error(op: &str, reply: &Reply, e: &serde_json::Error) -> ApiError {
+    ApiError::new(
+        op,
+        ApiErrorKind::Decode(format!(
+            "HTTP {} with a body that is not the expected JSON ({e}): {}",
+            reply.status,
+            reply.excerpt()
+        )),
+    )
 }
 
 /// `scheme://host[:port]` of a URL, or `None` if it is not an http(s) URL.
@@ -373,19 +460,6 @@ fn origin(url: &str) -> Option<String> {
     let authority = rest.split(['/', '?', '#']).next()?;
     let host = authority.rsplit('@').next()?;
     (!host.is_empty()).then(|| format!("{scheme}://{host}"))
-}
-
-/// Percent-encodes a query value (org slugs are `[a-z0-9-]`, but be safe).
-pub(crate) fn encode_query_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -421,16 +495,16 @@ mod tests {
         let reply = Reply {
             status: 503,
             content_type: "application/json".into(),
-            retry_after: None,
-            body: include_str!("../../testdata/fixtures/error-response-insufficient-capacity.json")
+            body: include_str!("../testdata/fixtures/error-response-insufficient-capacity.json")
                 .into(),
+            ..Reply::default()
         };
         let e = status_error("create machine in my-app (ord)", &reply);
         assert_eq!(
             e.to_string(),
             "create machine in my-app (ord): HTTP 503: could not reserve resource for machine: insufficient memory available to fulfill request (insufficient_capacity)"
         );
-        assert_eq!(e.kind_label(), "server_error");
+        assert!(e.outcome_unknown());
         let html = Reply {
             status: 502,
             body: "<html><title>Bad Gateway</title></html>".into(),
@@ -443,12 +517,52 @@ mod tests {
     }
 
     #[test]
+    fn which_failures_leave_the_outcome_unknown() {
+        let status = |code| {
+            ApiError::new(
+                "x",
+                ApiErrorKind::Status {
+                    code,
+                    message: String::new(),
+                    status: String::new(),
+                },
+            )
+        };
+        assert!(status(412).outcome_unknown());
+        assert!(status(409).outcome_unknown());
+        assert!(status(500).outcome_unknown());
+        assert!(!status(404).outcome_unknown());
+        assert!(!status(401).outcome_unknown());
+        assert!(!status(429).outcome_unknown());
+        let transport = |t| ApiError::new("x", ApiErrorKind::Transport(t));
+        assert!(transport(Transport::Timeout).outcome_unknown());
+        assert!(transport(Transport::Broken("reset".into())).outcome_unknown());
+        assert!(!transport(Transport::NotConnected("refused".into())).outcome_unknown());
+    }
+
+    #[test]
+    fn redirects_are_reported_with_their_location() {
+        let e = ApiError::new(
+            "list machines of a",
+            ApiErrorKind::Redirect {
+                code: 302,
+                location: format!("{:?}", "https://elsewhere.example/\nx"),
+            },
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("HTTP 302 redirect to \"https://elsewhere.example/\\nx\" not followed"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'));
+    }
+
+    #[test]
     fn retry_after_seconds() {
         let r = |v: Option<&str>| Reply {
             status: 429,
-            content_type: String::new(),
             retry_after: v.map(String::from),
-            body: String::new(),
+            ..Reply::default()
         };
         assert!(retry_after(&r(Some("2"))) >= Duration::from_secs(2));
         assert!(retry_after(&r(None)) >= DEFAULT_RETRY_AFTER);
