@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::panic::{AssertUnwindSafe, PanicHookInfo};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,11 @@ use crate::config::LogFormat;
 
 /// Installs the logger once; later calls do nothing.
 pub fn init(format: LogFormat, verbose: bool) {
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
     let ours = if verbose {
         LevelFilter::Debug
     } else {
@@ -39,9 +44,10 @@ pub fn init(format: LogFormat, verbose: bool) {
         if record.level() == Level::Trace && record.target().starts_with("ureq") {
             return Ok(());
         }
-        let line = match format {
-            LogFormat::Text => text_line(record),
-            LogFormat::Json => json_line(record),
+        let line = if json {
+            json_line(record)
+        } else {
+            text_line(record)
         };
         writeln!(buf, "{line}")
     });
@@ -94,9 +100,59 @@ fn json_line(record: &Record) -> String {
         "{{\"level\":\"{level}\",\"msg\":{}",
         serde_json::Value::from(record.args().to_string())
     );
-    let _ = record.key_values().visit(&mut JsonKv(&mut line));
+    let mut attrs = JsonKv(Vec::new());
+    let _ = record.key_values().visit(&mut attrs);
+    for (key, node) in &attrs.0 {
+        line.push(',');
+        node.render(key, &mut line);
+    }
     line.push('}');
     line
+}
+
+/// An attribute of a JSON line: a dotted key (`target.created.min`) is a group, rendered as
+/// nested objects like slog's groups.
+enum Node {
+    Leaf(serde_json::Value),
+    Group(Vec<(String, Node)>),
+}
+
+impl Node {
+    fn insert(tree: &mut Vec<(String, Node)>, path: &str, value: serde_json::Value) {
+        let Some((first, rest)) = path.split_once('.') else {
+            tree.push((path.to_string(), Node::Leaf(value)));
+            return;
+        };
+        match tree
+            .iter_mut()
+            .find(|(k, n)| k == first && matches!(n, Node::Group(_)))
+        {
+            Some((_, Node::Group(children))) => Node::insert(children, rest, value),
+            _ => {
+                let mut children = Vec::new();
+                Node::insert(&mut children, rest, value);
+                tree.push((first.to_string(), Node::Group(children)));
+            }
+        }
+    }
+
+    fn render(&self, key: &str, out: &mut String) {
+        out.push_str(&serde_json::Value::from(key).to_string());
+        out.push(':');
+        match self {
+            Node::Leaf(v) => out.push_str(&v.to_string()),
+            Node::Group(children) => {
+                out.push('{');
+                for (i, (k, n)) in children.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    n.render(k, out);
+                }
+                out.push('}');
+            }
+        }
+    }
 }
 
 struct TextKv<'a>(&'a mut String);
@@ -114,9 +170,9 @@ impl<'kvs> VisitSource<'kvs> for TextKv<'_> {
     }
 }
 
-struct JsonKv<'a>(&'a mut String);
+struct JsonKv(Vec<(String, Node)>);
 
-impl<'kvs> VisitSource<'kvs> for JsonKv<'_> {
+impl<'kvs> VisitSource<'kvs> for JsonKv {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
         let json: serde_json::Value = if let Some(b) = value.to_bool() {
             b.into()
@@ -129,10 +185,7 @@ impl<'kvs> VisitSource<'kvs> for JsonKv<'_> {
         } else {
             value.to_string().into()
         };
-        self.0.push_str(&format!(
-            ",{}:{json}",
-            serde_json::Value::from(key.as_str())
-        ));
+        Node::insert(&mut self.0, key.as_str(), json);
         Ok(())
     }
 }
@@ -231,6 +284,30 @@ mod tests {
             json_line(&record),
             r#"{"level":"INFO","msg":"machine started","app":"my-app","id":"148e"}"#
         );
+    }
+
+    #[test]
+    fn dotted_keys_are_groups_in_json() {
+        let kvs: &[(&str, &dyn log::kv::ToValue)] = &[
+            ("app", &"a"),
+            ("current.started", &1u64),
+            ("current.stopped", &2u64),
+            ("target.created.min", &1u64),
+            ("target.created.max", &3u64),
+            ("target.started.min", &0u64),
+        ];
+        let record = Record::builder()
+            .args(format_args!("reconciling"))
+            .level(Level::Info)
+            .key_values(&kvs)
+            .build();
+        assert_eq!(
+            json_line(&record),
+            r#"{"level":"INFO","msg":"reconciling","app":"a","current":{"started":1,"stopped":2},"target":{"created":{"min":1,"max":3},"started":{"min":0}}}"#
+        );
+        assert!(text_line(&record).ends_with(
+            "reconciling app=a current.started=1 current.stopped=2 target.created.min=1 target.created.max=3 target.started.min=0"
+        ));
     }
 
     #[test]

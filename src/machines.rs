@@ -375,7 +375,7 @@ impl MachinesClient {
             };
             match deadline.remaining() {
                 Some(left) if left > wait => {
-                    log::warn!(op, attempt, wait_ms = wait.as_millis() as u64; "retrying after: {error}");
+                    log::warn!(op, attempt, wait_ms = wait.as_millis() as u64, err:% = error; "retrying");
                     std::thread::sleep(wait);
                     attempt += 1;
                 }

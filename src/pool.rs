@@ -165,7 +165,8 @@ fn run_job(job: &Job, reconciler: &Reconciler, shutdown: &Shutdown) -> bool {
         Ok(result) => result.is_ok_and(|outcome| outcome.is_clean()),
         Err(panic) => {
             reconciler.telemetry().panicked(&job.app);
-            log::error!(app = job.app.as_str(); "reconcile failed with an internal error (a bug; please report it): {panic}");
+            log::error!(app = job.app.as_str(), err:% = panic;
+                "reconciliation failed with an internal error (a bug; please report it)");
             false
         }
     }
@@ -191,7 +192,7 @@ pub fn run_once(
     let names = match apps.resolve(&reconciler) {
         Ok(names) => names,
         Err(e) => {
-            log::error!("app list update failed: {e}");
+            log::error!(err:% = e; "app list update failed");
             return false;
         }
     };
@@ -276,7 +277,7 @@ fn refresh(reconciler: &Reconciler, apps: &Apps, slots: &mut BTreeMap<String, Ar
     let names = match apps.resolve(reconciler) {
         Ok(names) => names,
         Err(e) => {
-            log::error!("app list update failed, keeping the last list: {e}");
+            log::error!(err:% = e; "app list update failed");
             return;
         }
     };

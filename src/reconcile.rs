@@ -100,17 +100,31 @@ impl ReconcileError {
     }
 }
 
+impl ReconcileError {
+    /// The Go program's log message for this failure.
+    pub fn message(&self) -> &'static str {
+        match self {
+            ReconcileError::ReleaseCheck(_) => "get current release failed",
+            ReconcileError::Metrics(_) => "metrics collection failed",
+            _ => "reconciliation failed",
+        }
+    }
+
+    /// What went wrong, without the message (the Go program's `err` attribute).
+    pub fn cause(&self) -> &dyn fmt::Display {
+        match self {
+            ReconcileError::ReleaseCheck(e) => e,
+            ReconcileError::Metrics(e) => e,
+            ReconcileError::Targets(e) => e,
+            ReconcileError::ListMachines(e) => e,
+            ReconcileError::NoCloneSource => &"no machine available to clone for scale up",
+        }
+    }
+}
+
 impl fmt::Display for ReconcileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReconcileError::ReleaseCheck(e) => write!(f, "get current release failed: {e}"),
-            ReconcileError::Metrics(e) => write!(f, "metrics collection failed: {e}"),
-            ReconcileError::Targets(e) => write!(f, "{e}"),
-            ReconcileError::ListMachines(e) => write!(f, "{e}"),
-            ReconcileError::NoCloneSource => {
-                f.write_str("no machine available to clone for scale up")
-            }
-        }
+        write!(f, "{}: {}", self.message(), self.cause())
     }
 }
 
@@ -181,7 +195,7 @@ impl Reconciler {
             Ok(Outcome::DeployInProgress) => self.telemetry.tick_skipped(app, "deploy_in_progress"),
             Err(e) => {
                 self.telemetry.reconcile_failed(app, e.kind(), took);
-                log::error!(app, kind = e.kind(), took_ms = took.as_millis() as u64; "reconciliation failed: {e}");
+                log::error!(app, err:% = e.cause(), kind = e.kind(), took_ms = took.as_millis() as u64; "{}", e.message());
             }
         }
         result
@@ -232,6 +246,17 @@ impl Reconciler {
             },
         );
         self.telemetry.current(app, &plan.current, &plan.skipped);
+        let bound = |v: Option<u32>| v.unwrap_or(0);
+        log::info!(
+            app,
+            "current.started" = plan.current.started,
+            "current.stopped" = plan.current.stopped,
+            "target.created.min" = bound(targets.created.min),
+            "target.created.max" = bound(targets.created.max),
+            "target.started.min" = bound(targets.started.min),
+            "target.started.max" = bound(targets.started.max);
+            "reconciling"
+        );
         let s = plan.skipped;
         if s != plan::Skipped::default() {
             log::debug!(app, no_id = s.no_id, duplicate_id = s.duplicate_id, ignored_state = s.ignored_state;
@@ -240,14 +265,10 @@ impl Reconciler {
         if plan.action == Action::NoCloneSource {
             return Err(ReconcileError::NoCloneSource);
         }
-        if plan.shortfall() > 0 {
-            log::warn!(app, shortfall = plan.shortfall();
-                "not enough stopped machines available to reach target, please create more machines");
-        }
         let tally = if self.dry_run {
             Tally::default()
         } else {
-            self.apply(app, &plan, state, deadline)
+            self.apply(app, &plan, &machines, state, deadline)
         };
         let action = action_label(&plan.action);
         let c = plan.current;
@@ -301,17 +322,37 @@ impl Reconciler {
                 if since.elapsed() < self.deploy_guard_fail_open_after {
                     return Err(ReconcileError::ReleaseCheck(e));
                 }
-                log::warn!(app, failing_for_s = since.elapsed().as_secs();
-                    "release check keeps failing, scaling anyway: {e}");
+                log::warn!(app, failing_for_s = since.elapsed().as_secs(), err:% = e;
+                    "release check keeps failing, scaling anyway");
                 Ok(false)
             }
         }
     }
 
-    /// Carries out the plan's action.
-    fn apply(&self, app: &str, plan: &Plan, state: &Mutex<AppState>, deadline: Deadline) -> Tally {
+    /// Carries out the plan's action, between the Go program's `begin bulk …` and
+    /// `bulk … completed` lines.
+    fn apply(
+        &self,
+        app: &str,
+        plan: &Plan,
+        machines: &[Machine],
+        state: &Mutex<AppState>,
+        deadline: Deadline,
+    ) -> Tally {
+        let kind = match &plan.action {
+            Action::None | Action::NoCloneSource => return Tally::default(),
+            Action::Create(_) => "create",
+            Action::Destroy(_) => "destroy",
+            Action::Start { .. } => "start",
+            Action::Stop { .. } => "stop",
+        };
+        log::info!(app; "begin bulk {kind}");
+        if plan.shortfall() > 0 {
+            log::warn!(app, shortfall = plan.shortfall();
+                "not enough stopped machines available to reach target, please create more machines");
+        }
         let n = self.action_concurrency;
-        match &plan.action {
+        let tally = match &plan.action {
             Action::None | Action::NoCloneSource => Tally::default(),
             Action::Create(launches) => {
                 if !self.regions.is_empty() {
@@ -330,7 +371,7 @@ impl Reconciler {
                                 log::info!(app, id = created.id.as_str(), region = created.region.as_str(); "machine created")
                             }
                             Err(e) => {
-                                log::error!(app, op = "create"; "cannot create machine, skipping the rest: {e}")
+                                log::error!(app, err:% = e; "cannot create machine, skipping")
                             }
                         }
                         let done = if result.is_ok() { Done::Yes } else { Done::No };
@@ -341,55 +382,73 @@ impl Reconciler {
                 )
             }
             Action::Destroy(ids) => bulk(ids, ids.len(), Mode::Once, n, |id| {
-                self.change(app, Change::Destroy, id, deadline)
+                let region = machines
+                    .iter()
+                    .find(|m| m.id == *id)
+                    .map_or("", |m| m.region.as_str());
+                self.change(app, Change::Destroy, id, region, deadline)
             }),
             Action::Start { candidates, needed } => {
                 bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
-                    self.change(app, Change::Start, id, deadline)
+                    self.change(app, Change::Start, id, "", deadline)
                 })
             }
             Action::Stop { candidates, needed } => {
                 bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
-                    self.change(app, Change::Stop, id, deadline)
+                    self.change(app, Change::Stop, id, "", deadline)
                 })
             }
-        }
+        };
+        log::info!(app, n = tally.ok, failed = tally.failed, unknown = tally.unknown; "bulk {kind} completed");
+        tally
     }
 
     /// Starts, stops or destroys one machine. When the outcome is unknown (no answer, or an
     /// answer such as 412 that says the machine is not where it was), the machine is read
     /// back and counted as what it really is.
-    fn change(&self, app: &str, change: Change, id: &str, deadline: Deadline) -> Done {
+    fn change(
+        &self,
+        app: &str,
+        change: Change,
+        id: &str,
+        region: &str,
+        deadline: Deadline,
+    ) -> Done {
         let verb = change.op().as_str();
         let done = match self.platform.act(app, change, id, deadline) {
             Ok(()) => Done::Yes,
             Err(e) if change == Change::Destroy && e.is_not_found() => {
-                log::info!(app, id; "machine already gone: {e}");
+                log::info!(app, id, err:% = e; "machine already gone");
                 Done::Yes
             }
             Err(e) if e.outcome_unknown() => match self.platform.get(app, id, deadline) {
                 Ok(m) if reached(change, &m) => {
-                    log::info!(app, id, state = m.state.as_str(); "machine is as wanted after: {e}");
+                    log::info!(app, id, state = m.state.as_str(), err:% = e; "machine read back in the wanted state after an unclear answer");
                     Done::Yes
                 }
                 Ok(m) => {
-                    log::error!(app, id, op = verb, state = m.state.as_str(); "cannot {verb} machine, skipping: {e}");
+                    log::error!(app, id, err:% = e, state = m.state.as_str(); "cannot {verb} machine, skipping");
                     Done::No
                 }
                 Err(g) if change == Change::Destroy && g.is_not_found() => Done::Yes,
                 Err(g) => {
-                    log::error!(app, id, op = verb;
-                        "machine state unknown after failed {verb}, not replacing it: {e}; read back: {g}");
+                    log::error!(app, id, err:% = e, read_back:% = g;
+                        "machine state unknown after failed {verb}, not replacing it");
                     Done::Unknown
                 }
             },
             Err(e) => {
-                log::error!(app, id, op = verb; "cannot {verb} machine, skipping: {e}");
+                log::error!(app, id, err:% = e; "cannot {verb} machine, skipping");
                 Done::No
             }
         };
         if done == Done::Yes {
-            log::info!(app, id; "machine {}", change.op().past_tense());
+            let past = change.op().past_tense();
+            if region.is_empty() {
+                log::info!(app, id; "machine {past}");
+            } else {
+                log::info!(app, id, region; "machine {past}");
+            }
         }
         self.telemetry.machine_op(app, change.op(), done.into());
         done
@@ -426,8 +485,7 @@ fn reached(change: Change, m: &Machine) -> bool {
 /// The Go program's `fas_reconcile_count` status for an action.
 fn action_label(action: &Action) -> &'static str {
     match action {
-        // The Go program counted a bulk start even with nothing to start.
-        Action::Start { candidates, .. } if candidates.is_empty() => "no_scale",
+        // Also a start with nothing left to start: the Go program counts the bulk start.
         Action::None | Action::NoCloneSource => "no_scale",
         Action::Create(_) => "create",
         Action::Destroy(_) => "destroy",

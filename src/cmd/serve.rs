@@ -45,8 +45,12 @@ pub fn run(opts: &Options) -> Result<bool, String> {
 
     let telemetry = Arc::new(Telemetry::new());
     let collector_count = collectors.len();
+    let machines = MachinesClient::new(&config.flaps_base_url, &config.api_token)?;
+    // The Go program's line at this point (it makes no call either).
+    log::info!("connected to fly");
+    log::info!(n = collector_count; "metrics collectors initialized");
     let fly = Fly {
-        machines: MachinesClient::new(&config.flaps_base_url, &config.api_token)?,
+        machines,
         releases: config
             .deploy_guard
             .then(|| ReleaseClient::new(&config.api_base_url, &config.api_token)),
@@ -130,7 +134,7 @@ fn install_signal_handler(shutdown: &Arc<Shutdown>) -> Result<(), String> {
                     log::warn!(signal = name; "second signal, exiting immediately");
                     std::process::exit(1);
                 }
-                log::info!(signal = name; "signal received, finishing running reconciles");
+                log::info!(signal = name; "signal received, shutting down");
                 shutdown.request();
             }
         })

@@ -89,7 +89,7 @@ impl Collector for PrometheusCollector {
         let (value, warnings) =
             parse_response(&reply).map_err(|m| fail(SourceErrorKind::Answer(m)))?;
         if !warnings.is_empty() {
-            log::warn!(app, metric = self.metric.as_str(); "prometheus warnings: {}", warnings.join("; "));
+            log::warn!(app, metric = self.metric.as_str(), warnings = warnings.join("; ").as_str(); "prometheus");
         }
         Ok(value)
     }

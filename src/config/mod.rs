@@ -98,6 +98,8 @@ pub struct CollectorConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// JSON when stderr is not a terminal (a container, as the Go image logs), else text.
+    Auto,
     Text,
     Json,
 }
@@ -219,7 +221,7 @@ impl Default for Config {
             metric_collectors: Vec::new(),
             action_concurrency: DEFAULT_ACTION_CONCURRENCY,
             metrics_addr: DEFAULT_METRICS_ADDR.to_string(),
-            log_format: LogFormat::Text,
+            log_format: LogFormat::Auto,
             flaps_base_url: DEFAULT_FLAPS_BASE_URL.to_string(),
             api_base_url: DEFAULT_API_BASE_URL.to_string(),
             deploy_guard: true,
