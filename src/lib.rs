@@ -7,6 +7,7 @@
 //! binary needs is public.
 
 mod auth;
+mod clock;
 mod cmd;
 mod collector;
 mod config;

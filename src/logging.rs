@@ -11,7 +11,6 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::panic::{AssertUnwindSafe, PanicHookInfo};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Record};
@@ -55,7 +54,11 @@ pub fn init(format: LogFormat, verbose: bool) {
 }
 
 fn text_line(record: &Record) -> String {
-    let mut line = format!("{} {:<5} ", rfc3339_now(), record.level());
+    let mut line = format!(
+        "{} {:<5} ",
+        crate::clock::rfc3339(crate::clock::now()),
+        record.level()
+    );
     push_escaped(&mut line, &record.args().to_string());
     let mut kv = TextKv(&mut line);
     let _ = record.key_values().visit(&mut kv);
@@ -246,29 +249,6 @@ fn payload_text(payload: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "panic".to_string())
 }
 
-/// The current UTC time as `2026-11-28T02:14:35.123Z`.
-fn rfc3339_now() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let days = (secs / 86_400) as i64 + 719_468;
-    let era = days.div_euclid(146_097);
-    let doe = days.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
-        now.subsec_millis()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,12 +336,5 @@ mod tests {
         let err = catch_panic(|| -> u8 { panic!("boom {}", 42) }).unwrap_err();
         assert!(err.starts_with("boom 42 at src/logging.rs:"), "{err}");
         assert_eq!(catch_panic(|| 7), Ok(7));
-    }
-
-    #[test]
-    fn timestamp_format() {
-        let t = rfc3339_now();
-        assert_eq!(t.len(), 24);
-        assert!(t.starts_with("20") && t.ends_with('Z'));
     }
 }

@@ -67,6 +67,11 @@ impl ApiError {
         matches!(self.kind, ApiErrorKind::Transport(Transport::Timeout))
     }
 
+    /// A client error other than rate limiting: the platform said no to this request.
+    pub fn is_refused(&self) -> bool {
+        matches!(self.kind, ApiErrorKind::Status { code, .. } if (400..500).contains(&code) && code != 429)
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self.kind, ApiErrorKind::Status { code: 404, .. })
     }
@@ -253,6 +258,19 @@ impl MachinesClient {
             "POST",
             &machine_path(app, id, "/stop"),
             Some(body.as_bytes()),
+            deadline,
+        )
+        .map(drop)
+    }
+
+    /// `POST …/{id}/suspend`, an empty body.
+    pub fn suspend_machine(&self, app: &str, id: &str, deadline: Deadline) -> Result<(), ApiError> {
+        let op = format!("suspend machine {id}");
+        self.buffered(
+            &op,
+            "POST",
+            &machine_path(app, id, "/suspend"),
+            Some(b""),
             deadline,
         )
         .map(drop)

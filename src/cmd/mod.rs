@@ -11,6 +11,7 @@ pub use serve::{Options as ServeOptions, run as serve};
 use crate::collector::{self, Collector};
 use crate::config::{Config, process_env};
 use crate::expr::TargetExprs;
+use crate::reconcile::compile_groups;
 
 /// `version` output: `fly-autoscaler <version>, commit=<sha>` (commit when built with one).
 pub fn version_line() -> String {
@@ -28,7 +29,8 @@ pub fn version_line() -> String {
 /// What both commands start from.
 struct Prepared {
     config: Config,
-    targets: TargetExprs,
+    /// Each process group's name and compiled expressions.
+    groups: Vec<(String, TargetExprs)>,
     collectors: Vec<Box<dyn Collector>>,
 }
 
@@ -36,11 +38,11 @@ struct Prepared {
 /// reported before any metric is collected.
 fn prepare(config_path: Option<&Path>) -> Result<Prepared, String> {
     let config = Config::load(config_path, &process_env).map_err(|e| e.to_string())?;
-    let targets = TargetExprs::compile(&config).map_err(|e| e.to_string())?;
+    let groups = compile_groups(&config)?;
     let collectors = collector::build(&config.metric_collectors)?;
     Ok(Prepared {
         config,
-        targets,
+        groups,
         collectors,
     })
 }

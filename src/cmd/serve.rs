@@ -7,6 +7,8 @@ use std::time::Duration;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::collector::PrometheusClient;
+use crate::config::CollectorKind;
 use crate::duration::format_go;
 use crate::logging;
 use crate::machines::MachinesClient;
@@ -29,7 +31,7 @@ pub struct Options<'a> {
 pub fn run(opts: &Options) -> Result<bool, String> {
     let super::Prepared {
         config,
-        targets,
+        groups,
         collectors,
     } = super::prepare(opts.config)?;
     config.validate_for_serve().map_err(|e| e.to_string())?;
@@ -55,10 +57,15 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             .deploy_guard
             .then(|| ReleaseClient::new(&config.api_base_url, &config.api_token)),
         collectors,
+        prometheus: config
+            .metric_collectors
+            .iter()
+            .find(|c| c.kind == CollectorKind::Prometheus)
+            .map(PrometheusClient::new),
     };
     let reconciler = Arc::new(Reconciler::new(
         &config,
-        targets,
+        groups,
         Box::new(fly),
         Arc::clone(&telemetry),
         opts.dry_run,

@@ -3,9 +3,22 @@
 
 use std::time::Duration;
 
-use super::{CollectorConfig, CollectorKind, Config, ConfigError, EnvLookup, LogFormat};
-use crate::duration::parse_positive;
+use super::{
+    CollectorConfig, CollectorKind, Config, ConfigError, EnvLookup, GroupConfig, LogFormat,
+    ScaleDownMethod, Step, StopOrder, parse_time_offset,
+};
+use crate::duration::{parse_non_negative, parse_positive};
 use crate::secret::Secret;
+
+/// The count-expression variables, which `process-groups` replaces.
+pub(super) const COUNT_VARS: [&str; 6] = [
+    "FAS_CREATED_MACHINE_COUNT",
+    "FAS_MIN_CREATED_MACHINE_COUNT",
+    "FAS_MAX_CREATED_MACHINE_COUNT",
+    "FAS_STARTED_MACHINE_COUNT",
+    "FAS_MIN_STARTED_MACHINE_COUNT",
+    "FAS_MAX_STARTED_MACHINE_COUNT",
+];
 
 impl Config {
     pub fn from_env(env: EnvLookup) -> Result<Config, ConfigError> {
@@ -13,23 +26,11 @@ impl Config {
         let mut c = Config {
             app_name: var("FAS_APP_NAME"),
             org: var("FAS_ORG"),
-            regions: split_regions(&var("FAS_REGIONS")),
-            created_machine_count: var("FAS_CREATED_MACHINE_COUNT"),
-            min_created_machine_count: var("FAS_MIN_CREATED_MACHINE_COUNT"),
-            max_created_machine_count: var("FAS_MAX_CREATED_MACHINE_COUNT"),
-            initial_machine_state: var("FAS_INITIAL_MACHINE_STATE"),
-            started_machine_count: var("FAS_STARTED_MACHINE_COUNT"),
-            min_started_machine_count: var("FAS_MIN_STARTED_MACHINE_COUNT"),
-            max_started_machine_count: var("FAS_MAX_STARTED_MACHINE_COUNT"),
+            process_group: nonempty(env, "FAS_PROCESS_GROUP"),
+            group: group_from_env(env)?,
             api_token: Secret::new(var("FAS_API_TOKEN")),
             ..Config::default()
         };
-        if c.initial_machine_state.is_empty() {
-            c.initial_machine_state = "started".to_string();
-        }
-        if let Some(group) = nonempty(env, "FAS_PROCESS_GROUP") {
-            c.process_group = group;
-        }
         for (name, slot) in [
             ("FAS_CONCURRENCY", &mut c.concurrency),
             ("FAS_ACTION_CONCURRENCY", &mut c.action_concurrency),
@@ -52,35 +53,25 @@ impl Config {
             ),
         ];
         for (name, slot) in durations {
-            if let Some(v) = nonempty(env, name) {
-                *slot = parse_positive(&v).map_err(|reason| ConfigError::Env {
-                    var: name,
-                    kind: "duration",
-                    value: v.clone(),
-                    reason,
-                })?;
+            if let Some(d) = parse_var(env, name, "duration", parse_positive)? {
+                *slot = d;
             }
         }
+        let boolean = |v: &str| super::parse_bool(v).ok_or_else(|| "use true or false".to_string());
         for (name, slot) in [
             ("FAS_VERBOSE", &mut c.verbose),
             ("FAS_DEPLOY_GUARD", &mut c.deploy_guard),
         ] {
-            if let Some(v) = nonempty(env, name) {
-                *slot = super::parse_bool(&v).ok_or_else(|| ConfigError::Env {
-                    var: name,
-                    kind: "boolean",
-                    value: v.clone(),
-                    reason: "use true or false".to_string(),
-                })?;
+            if let Some(b) = parse_var(env, name, "boolean", boolean)? {
+                *slot = b;
             }
         }
-        if let Some(v) = nonempty(env, "FAS_LOG_FORMAT") {
-            c.log_format = LogFormat::parse(&v).ok_or_else(|| ConfigError::Env {
-                var: "FAS_LOG_FORMAT",
-                kind: "log format",
-                value: v.clone(),
-                reason: "use text or json".to_string(),
-            })?;
+        let format = |v: &str| LogFormat::parse(v).ok_or_else(|| "use text or json".to_string());
+        if let Some(f) = parse_var(env, "FAS_LOG_FORMAT", "log format", format)? {
+            c.log_format = f;
+        }
+        if let Some(o) = parse_var(env, "FAS_TIME_OFFSET", "UTC offset", parse_time_offset)? {
+            c.time_offset = o;
         }
         for (name, slot) in [
             ("FAS_METRICS_ADDR", &mut c.metrics_addr),
@@ -119,6 +110,89 @@ impl Config {
         }
         Ok(c)
     }
+}
+
+/// The per-group keys from the environment: the one group, or every group's defaults.
+fn group_from_env(env: EnvLookup) -> Result<GroupConfig, ConfigError> {
+    let var = |name: &str| env(name).unwrap_or_default();
+    let [
+        created,
+        min_created,
+        max_created,
+        started,
+        min_started,
+        max_started,
+    ] = COUNT_VARS.map(var);
+    let mut g = GroupConfig {
+        created_machine_count: created,
+        min_created_machine_count: min_created,
+        max_created_machine_count: max_created,
+        started_machine_count: started,
+        min_started_machine_count: min_started,
+        max_started_machine_count: max_started,
+        regions: split_regions(&var("FAS_REGIONS")),
+        stop_priority_query: var("FAS_STOP_PRIORITY_QUERY"),
+        ..GroupConfig::default()
+    };
+    if let Some(v) = nonempty(env, "FAS_INITIAL_MACHINE_STATE") {
+        g.initial_machine_state = v;
+    }
+    for (name, slot) in [
+        ("FAS_SCALE_UP_STABILIZATION", &mut g.scale_up_stabilization),
+        (
+            "FAS_SCALE_DOWN_STABILIZATION",
+            &mut g.scale_down_stabilization,
+        ),
+        ("FAS_COOLDOWN", &mut g.cooldown),
+    ] {
+        if let Some(d) = parse_var(env, name, "duration", parse_non_negative)? {
+            *slot = d;
+        }
+    }
+    g.max_scale_up = parse_var(env, "FAS_MAX_SCALE_UP", "step limit", Step::parse)?;
+    g.max_scale_down = parse_var(env, "FAS_MAX_SCALE_DOWN", "step limit", Step::parse)?;
+    let count = |v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| "use a whole number such as 4".to_string())
+    };
+    if let Some(n) = parse_var(env, "FAS_FALLBACK_AFTER", "integer", count)? {
+        g.fallback_after = n;
+    }
+    g.fallback_created_machine_count =
+        parse_var(env, "FAS_FALLBACK_CREATED_MACHINE_COUNT", "integer", count)?;
+    g.fallback_started_machine_count =
+        parse_var(env, "FAS_FALLBACK_STARTED_MACHINE_COUNT", "integer", count)?;
+    if let Some(o) = parse_var(env, "FAS_STOP_ORDER", "stop order", StopOrder::parse)? {
+        g.stop_order = o;
+    }
+    if let Some(m) = parse_var(
+        env,
+        "FAS_SCALE_DOWN_METHOD",
+        "scale-down method",
+        ScaleDownMethod::parse,
+    )? {
+        g.scale_down_method = m;
+    }
+    Ok(g)
+}
+
+/// Parses a variable if it is set; the error names the variable and its value.
+fn parse_var<T>(
+    env: EnvLookup,
+    var: &'static str,
+    kind: &'static str,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    nonempty(env, var)
+        .map(|v| {
+            f(&v).map_err(|reason| ConfigError::Env {
+                var,
+                kind,
+                value: v.clone(),
+                reason,
+            })
+        })
+        .transpose()
 }
 
 fn nonempty(env: EnvLookup, name: &str) -> Option<String> {

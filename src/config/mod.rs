@@ -30,15 +30,13 @@ pub const DEFAULT_MAX_MACHINES: usize = 1000;
 pub struct Config {
     pub app_name: String,
     pub org: String,
-    pub regions: Vec<String>,
-    pub process_group: String,
-    pub created_machine_count: String,
-    pub min_created_machine_count: String,
-    pub max_created_machine_count: String,
-    pub initial_machine_state: String,
-    pub started_machine_count: String,
-    pub min_started_machine_count: String,
-    pub max_started_machine_count: String,
+    /// `process-group` / `FAS_PROCESS_GROUP` when set (`None`: the Go default, `app`).
+    pub process_group: Option<String>,
+    /// The per-group keys at top level: the one group's settings, or with `process_groups`
+    /// every group's defaults (count expressions excepted).
+    pub group: GroupConfig,
+    /// `process-groups`: several groups of one app, each with its own expressions.
+    pub process_groups: Vec<(String, GroupConfig)>,
     pub concurrency: usize,
     pub interval: Duration,
     pub timeout: Duration,
@@ -56,6 +54,149 @@ pub struct Config {
     pub deploy_guard_fail_open_after: Duration,
     /// The most machines one app may be scaled to, and the most actions of one reconcile.
     pub max_machines: usize,
+    /// `time-offset`: the zone of the expressions' time variables, seconds east of UTC.
+    pub time_offset: i32,
+}
+
+/// The keys one process group may set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    pub created_machine_count: String,
+    pub min_created_machine_count: String,
+    pub max_created_machine_count: String,
+    pub started_machine_count: String,
+    pub min_started_machine_count: String,
+    pub max_started_machine_count: String,
+    pub regions: Vec<String>,
+    pub initial_machine_state: String,
+    pub scale_up_stabilization: Duration,
+    pub scale_down_stabilization: Duration,
+    pub max_scale_up: Option<Step>,
+    pub max_scale_down: Option<Step>,
+    pub cooldown: Duration,
+    /// Consecutive failed collections before the fallback counts apply; 0 = never.
+    pub fallback_after: u32,
+    pub fallback_created_machine_count: Option<u32>,
+    pub fallback_started_machine_count: Option<u32>,
+    pub stop_order: StopOrder,
+    pub stop_priority_query: String,
+    pub scale_down_method: ScaleDownMethod,
+}
+
+impl Default for GroupConfig {
+    fn default() -> GroupConfig {
+        GroupConfig {
+            created_machine_count: String::new(),
+            min_created_machine_count: String::new(),
+            max_created_machine_count: String::new(),
+            started_machine_count: String::new(),
+            min_started_machine_count: String::new(),
+            max_started_machine_count: String::new(),
+            regions: Vec::new(),
+            initial_machine_state: "started".to_string(),
+            scale_up_stabilization: Duration::ZERO,
+            scale_down_stabilization: Duration::ZERO,
+            max_scale_up: None,
+            max_scale_down: None,
+            cooldown: Duration::ZERO,
+            fallback_after: 0,
+            fallback_created_machine_count: None,
+            fallback_started_machine_count: None,
+            stop_order: StopOrder::Id,
+            stop_priority_query: String::new(),
+            scale_down_method: ScaleDownMethod::Stop,
+        }
+    }
+}
+
+/// A step limit: a number of machines, or a percentage of the created count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Step {
+    /// `4` or `50%`.
+    pub fn parse(s: &str) -> Result<Step, String> {
+        let s = s.trim();
+        let (number, percent) = match s.strip_suffix('%') {
+            Some(n) => (n.trim(), true),
+            None => (s, false),
+        };
+        let n: u32 =
+            number.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                format!("{s:?} is not a count such as 4 or a percentage such as 50%")
+            })?;
+        Ok(if percent {
+            Step::Percent(n)
+        } else {
+            Step::Count(n)
+        })
+    }
+}
+
+/// `stop-order`: which started machines go first on scale-down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOrder {
+    /// Lowest machine ids first (the Go program's order).
+    Id,
+    /// Latest `created_at` first.
+    Newest,
+    Oldest,
+}
+
+impl StopOrder {
+    pub fn parse(s: &str) -> Result<StopOrder, String> {
+        match s {
+            "id" => Ok(StopOrder::Id),
+            "newest" => Ok(StopOrder::Newest),
+            "oldest" => Ok(StopOrder::Oldest),
+            other => Err(format!(
+                "{other:?} is not a stop order; use id, newest or oldest"
+            )),
+        }
+    }
+}
+
+/// `scale-down-method`: what happens to started machines that are too many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleDownMethod {
+    Stop,
+    /// Suspended machines resume from a memory snapshot, faster than a cold boot.
+    Suspend,
+}
+
+impl ScaleDownMethod {
+    pub fn parse(s: &str) -> Result<ScaleDownMethod, String> {
+        match s {
+            "stop" => Ok(ScaleDownMethod::Stop),
+            "suspend" => Ok(ScaleDownMethod::Suspend),
+            other => Err(format!(
+                "{other:?} is not a scale-down method; use stop or suspend"
+            )),
+        }
+    }
+}
+
+/// `time-offset`: `Z`, `UTC` or `±HH:MM`, as seconds east of UTC.
+pub fn parse_time_offset(s: &str) -> Result<i32, String> {
+    let s = s.trim();
+    if s.is_empty() || s == "Z" || s.eq_ignore_ascii_case("utc") {
+        return Ok(0);
+    }
+    let bad = || format!("{s:?} is not a UTC offset; write it as -05:00 or +01:00");
+    let (sign, rest) = match s.as_bytes()[0] {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 14 || m > 59 || h < 0 || m < 0 {
+        return Err(bad());
+    }
+    Ok(sign * (h * 3600 + m * 60))
 }
 
 /// A collector's `type`, read once.
@@ -203,15 +344,9 @@ impl Default for Config {
         Config {
             app_name: String::new(),
             org: String::new(),
-            regions: Vec::new(),
-            process_group: DEFAULT_PROCESS_GROUP.to_string(),
-            created_machine_count: String::new(),
-            min_created_machine_count: String::new(),
-            max_created_machine_count: String::new(),
-            initial_machine_state: String::new(),
-            started_machine_count: String::new(),
-            min_started_machine_count: String::new(),
-            max_started_machine_count: String::new(),
+            process_group: None,
+            group: GroupConfig::default(),
+            process_groups: Vec::new(),
             concurrency: DEFAULT_CONCURRENCY,
             interval: DEFAULT_INTERVAL,
             timeout: DEFAULT_TIMEOUT,
@@ -227,6 +362,7 @@ impl Default for Config {
             deploy_guard: true,
             deploy_guard_fail_open_after: DEFAULT_DEPLOY_GUARD_FAIL_OPEN_AFTER,
             max_machines: DEFAULT_MAX_MACHINES,
+            time_offset: 0,
         }
     }
 }
@@ -246,6 +382,22 @@ impl Config {
         if let Some(path) = path {
             config.overlay_file(path, env)?;
         }
+        if !config.process_groups.is_empty() {
+            let left: Vec<&str> = env::COUNT_VARS
+                .iter()
+                .copied()
+                .filter(|v| env(v).is_some_and(|x| !x.trim().is_empty()))
+                .collect();
+            if !left.is_empty() {
+                return Err(ConfigError::Invalid {
+                    message: format!(
+                        "{} set in the environment together with process-groups",
+                        left.join(", ")
+                    ),
+                    hint: "with process-groups every count expression belongs under a group; unset these variables".to_string(),
+                });
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -264,6 +416,30 @@ impl Config {
         })
     }
 
+    /// Whether `app-name` is a pattern over the organization's apps.
+    pub fn is_wildcard(&self) -> bool {
+        self.app_name.contains('*')
+    }
+
+    /// The process groups to scale, each with its settings: the `process_groups`, else the
+    /// one group of `process-group` (default `app`).
+    pub fn groups(&self) -> Vec<(&str, &GroupConfig)> {
+        if self.process_groups.is_empty() {
+            let name = self
+                .process_group
+                .as_deref()
+                .unwrap_or(DEFAULT_PROCESS_GROUP);
+            vec![(name, &self.group)]
+        } else {
+            self.process_groups
+                .iter()
+                .map(|(name, g)| (name.as_str(), g))
+                .collect()
+        }
+    }
+}
+
+impl GroupConfig {
     /// The single, min and max expressions of one count, as configured.
     fn count_fields(&self, count: Count) -> [&str; 3] {
         match count {
@@ -277,6 +453,26 @@ impl Config {
                 &self.min_started_machine_count,
                 &self.max_started_machine_count,
             ],
+        }
+    }
+
+    /// Whether any count expression is set.
+    pub fn has_counts(&self) -> bool {
+        [Count::Created, Count::Started]
+            .iter()
+            .any(|c| self.count_fields(*c).iter().any(|s| !s.trim().is_empty()))
+    }
+
+    /// Clears the count expressions (group defaults never carry them).
+    fn without_counts(&self) -> GroupConfig {
+        GroupConfig {
+            created_machine_count: String::new(),
+            min_created_machine_count: String::new(),
+            max_created_machine_count: String::new(),
+            started_machine_count: String::new(),
+            min_started_machine_count: String::new(),
+            max_started_machine_count: String::new(),
+            ..self.clone()
         }
     }
 
@@ -299,11 +495,6 @@ impl Config {
                 max: expr("", single),
             }
         }
-    }
-
-    /// Whether `app-name` is a pattern over the organization's apps.
-    pub fn is_wildcard(&self) -> bool {
-        self.app_name.contains('*')
     }
 
     /// `initial-machine-state`, once validated.

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use super::{CollectorConfig, CollectorKind, Config, ConfigError, Count, InitialState};
+use super::{
+    CollectorConfig, CollectorKind, Config, ConfigError, Count, GroupConfig, InitialState, Step,
+};
 use crate::duration::format_go;
 use crate::machines::MAX_LISTED_MACHINES;
 
@@ -13,6 +15,9 @@ const MAX_CONCURRENCY: usize = 1024;
 const MAX_ACTION_CONCURRENCY: usize = 64;
 /// Below this an interval burns CPU and a timeout fails every request.
 const MIN_PERIOD: Duration = Duration::from_millis(100);
+/// Stabilization windows: Kubernetes HPA's limit too.
+const MAX_WINDOW: Duration = Duration::from_secs(3600);
+const MAX_PERCENT: u32 = 1000;
 
 fn invalid(message: impl Into<String>, hint: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -29,54 +34,18 @@ impl Config {
                 "set app-name in the config file or FAS_APP_NAME",
             ));
         }
-        let counts = [Count::Created, Count::Started];
-        let set = |s: &str| !s.trim().is_empty();
-        if !counts
-            .iter()
-            .any(|c| self.count_fields(*c).iter().any(|s| set(s)))
-        {
-            return Err(invalid(
-                "must define either created machine count or started machine count",
-                "set started-machine-count (FAS_STARTED_MACHINE_COUNT) and/or \
-                 created-machine-count (FAS_CREATED_MACHINE_COUNT), e.g. \"ceil(queue_depth / 10)\"",
-            ));
-        }
-        for count in counts {
-            let word = count.word();
-            let [single, min, max] = self.count_fields(count);
-            let key = |prefix: &str| format!("{prefix}{word}-machine-count");
-            if set(single) && (set(min) || set(max)) {
+        if self.process_groups.is_empty() {
+            self.group.validate("")?;
+        } else {
+            if let Some(group) = self.process_group.as_deref().filter(|g| !g.is_empty()) {
                 return Err(invalid(
-                    format!("cannot define {word} machine count and min/max {word} machine count"),
-                    format!(
-                        "remove either {} or both {} and {}",
-                        key(""),
-                        key("min-"),
-                        key("max-")
-                    ),
+                    format!("process-group {group:?} is set together with process-groups"),
+                    "name the groups under process-groups only; remove process-group (FAS_PROCESS_GROUP)",
                 ));
             }
-            for (have, lack, have_word, lack_word) in
-                [(min, max, "min", "max"), (max, min, "max", "min")]
-            {
-                if set(have) && !set(lack) {
-                    return Err(invalid(
-                        format!(
-                            "{lack_word} {word} machine count required if {have_word} {word} machine count is defined"
-                        ),
-                        format!("set {} too", key(&format!("{lack_word}-"))),
-                    ));
-                }
+            for (name, group) in &self.process_groups {
+                group.validate(&format!("process-groups[{name:?}]: "))?;
             }
-        }
-        if InitialState::parse(&self.initial_machine_state).is_none() {
-            return Err(invalid(
-                "initial machine state must be either 'started' or 'stopped'",
-                format!(
-                    "initial-machine-state (FAS_INITIAL_MACHINE_STATE) is {:?}",
-                    self.initial_machine_state
-                ),
-            ));
         }
         for (i, c) in self.metric_collectors.iter().enumerate() {
             c.validate().map_err(|(message, hint)| {
@@ -92,6 +61,21 @@ impl Config {
                         c.metric_name
                     ),
                     "give every collector its own metric-name",
+                ));
+            }
+        }
+        let has_prometheus = self
+            .metric_collectors
+            .iter()
+            .any(|c| c.kind == CollectorKind::Prometheus);
+        for (name, group) in self.groups() {
+            if !group.stop_priority_query.is_empty() && !has_prometheus {
+                return Err(invalid(
+                    format!(
+                        "{}stop-priority-query needs a prometheus collector",
+                        group_prefix(name, self)
+                    ),
+                    "it is sent to the first prometheus collector's address; add one, or remove stop-priority-query (FAS_STOP_PRIORITY_QUERY)",
                 ));
             }
         }
@@ -156,6 +140,123 @@ impl Config {
             return Err(invalid(
                 "cannot create fly client: api token required",
                 "set FAS_API_TOKEN (or api-token) to a token from `fly tokens create deploy -a <app>`",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `process-groups["web"]: ` for a message about a group, empty without process groups.
+fn group_prefix(name: &str, config: &Config) -> String {
+    if config.process_groups.is_empty() {
+        String::new()
+    } else {
+        format!("process-groups[{name:?}]: ")
+    }
+}
+
+impl GroupConfig {
+    /// The Go program's count and state rules, then the scale controls; `prefix` names the
+    /// process group in messages.
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let set = |s: &str| !s.trim().is_empty();
+        if !self.has_counts() {
+            return Err(invalid(
+                format!(
+                    "{prefix}must define either created machine count or started machine count"
+                ),
+                "set started-machine-count (FAS_STARTED_MACHINE_COUNT) and/or \
+                 created-machine-count (FAS_CREATED_MACHINE_COUNT), e.g. \"ceil(queue_depth / 10)\"",
+            ));
+        }
+        for count in [Count::Created, Count::Started] {
+            let word = count.word();
+            let [single, min, max] = self.count_fields(count);
+            let key = |prefix: &str| format!("{prefix}{word}-machine-count");
+            if set(single) && (set(min) || set(max)) {
+                return Err(invalid(
+                    format!(
+                        "{prefix}cannot define {word} machine count and min/max {word} machine count"
+                    ),
+                    format!(
+                        "remove either {} or both {} and {}",
+                        key(""),
+                        key("min-"),
+                        key("max-")
+                    ),
+                ));
+            }
+            for (have, lack, have_word, lack_word) in
+                [(min, max, "min", "max"), (max, min, "max", "min")]
+            {
+                if set(have) && !set(lack) {
+                    return Err(invalid(
+                        format!(
+                            "{prefix}{lack_word} {word} machine count required if {have_word} {word} machine count is defined"
+                        ),
+                        format!("set {} too", key(&format!("{lack_word}-"))),
+                    ));
+                }
+            }
+        }
+        if InitialState::parse(&self.initial_machine_state).is_none() {
+            return Err(invalid(
+                format!("{prefix}initial machine state must be either 'started' or 'stopped'"),
+                format!(
+                    "initial-machine-state (FAS_INITIAL_MACHINE_STATE) is {:?}",
+                    self.initial_machine_state
+                ),
+            ));
+        }
+        self.validate_controls(prefix)
+    }
+
+    fn validate_controls(&self, prefix: &str) -> Result<(), ConfigError> {
+        for (key, var, window) in [
+            (
+                "scale-up-stabilization",
+                "FAS_SCALE_UP_STABILIZATION",
+                self.scale_up_stabilization,
+            ),
+            (
+                "scale-down-stabilization",
+                "FAS_SCALE_DOWN_STABILIZATION",
+                self.scale_down_stabilization,
+            ),
+        ] {
+            if window > MAX_WINDOW {
+                return Err(invalid(
+                    format!("{prefix}{key} {} is too long", format_go(window)),
+                    format!("set {key} ({var}) to at most {}", format_go(MAX_WINDOW)),
+                ));
+            }
+        }
+        for (key, var, step) in [
+            ("max-scale-up", "FAS_MAX_SCALE_UP", self.max_scale_up),
+            ("max-scale-down", "FAS_MAX_SCALE_DOWN", self.max_scale_down),
+        ] {
+            if let Some(Step::Percent(p)) =
+                step.filter(|s| matches!(s, Step::Percent(p) if *p > MAX_PERCENT))
+            {
+                return Err(invalid(
+                    format!("{prefix}{key} {p}% is too large"),
+                    format!("set {key} ({var}) to at most {MAX_PERCENT}%, or to a count"),
+                ));
+            }
+        }
+        let fallback_counts = self.fallback_created_machine_count.is_some()
+            || self.fallback_started_machine_count.is_some();
+        if self.fallback_after > 0 && !fallback_counts {
+            return Err(invalid(
+                format!("{prefix}fallback-after is set without a fallback count"),
+                "set fallback-started-machine-count and/or fallback-created-machine-count \
+                 (FAS_FALLBACK_STARTED_MACHINE_COUNT, FAS_FALLBACK_CREATED_MACHINE_COUNT)",
+            ));
+        }
+        if self.fallback_after == 0 && fallback_counts {
+            return Err(invalid(
+                format!("{prefix}a fallback count is set without fallback-after"),
+                "set fallback-after (FAS_FALLBACK_AFTER) to the number of failed collections after which it applies, e.g. 3",
             ));
         }
         Ok(())

@@ -17,7 +17,7 @@ use meval::{ContextProvider, FuncEvalError};
 use functions::{FUNCTIONS, function_names};
 use unsupported::unsupported_construct;
 
-use crate::config::{Config, Count, CountExpr};
+use crate::config::{Count, CountExpr, GroupConfig};
 use crate::plan::{Bounds, TargetCounts};
 
 /// Collected metric values by metric name.
@@ -85,15 +85,26 @@ impl fmt::Display for ExprError {
                     "expression {expr:?} calls {name} with {got} argument(s); write {usage}"
                 )
             }
-            ExprError::UnknownVariable { name, known } if known.is_empty() => write!(
-                f,
-                "unknown variable {name:?}: no metrics are collected; add a metric-collectors entry with metric-name: {name}"
-            ),
-            ExprError::UnknownVariable { name, known } => write!(
-                f,
-                "unknown variable {name:?}; collected metrics are: {}",
-                known.join(", ")
-            ),
+            ExprError::UnknownVariable { name, known } => {
+                let metrics: Vec<&str> = known
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|k| !crate::clock::TIME_VARIABLES.contains(k))
+                    .collect();
+                if metrics.is_empty() {
+                    write!(
+                        f,
+                        "unknown variable {name:?}: no metrics are collected; add a metric-collectors entry with metric-name: {name}"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "unknown variable {name:?}; collected metrics are: {} (and the time variables {})",
+                        metrics.join(", "),
+                        crate::clock::TIME_VARIABLES.join(", ")
+                    )
+                }
+            }
             // The Go program's exact texts.
             ExprError::NaN => f.write_str("expression returned NaN"),
             ExprError::Inf => f.write_str("expression returned Inf"),
@@ -242,12 +253,16 @@ impl fmt::Display for TargetError {
 impl std::error::Error for TargetError {}
 
 impl TargetExprs {
-    /// Compiles the config's expressions and checks every variable is a configured metric.
-    pub fn compile(config: &Config) -> Result<TargetExprs, ExprConfigError> {
-        let metrics: Vec<&str> = config
-            .metric_collectors
+    /// Compiles a group's expressions and checks every variable is a configured metric (or
+    /// one of the time variables).
+    pub fn compile(
+        group: &GroupConfig,
+        metric_names: &[&str],
+    ) -> Result<TargetExprs, ExprConfigError> {
+        let metrics: Vec<&str> = metric_names
             .iter()
-            .map(|c| c.metric_name.as_str())
+            .copied()
+            .chain(crate::clock::TIME_VARIABLES)
             .collect();
         let compile = |e: &CountExpr| {
             Expression::compile(e.source)
@@ -263,7 +278,7 @@ impl TargetExprs {
                 })
         };
         let pair = |count| -> Result<CompiledPair, ExprConfigError> {
-            let exprs = config.count_exprs(count);
+            let exprs = group.count_exprs(count);
             let min = compile(&exprs.min)?;
             let max = if exprs.max == exprs.min {
                 min.clone()

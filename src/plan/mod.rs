@@ -13,12 +13,15 @@
 //!   id, never more than `max_machines` actions, and a destroy never leaves the group without
 //!   a machine in a stable state (the last one to clone from).
 
-use std::collections::HashSet;
+pub mod controls;
+
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use crate::config::InitialState;
+use crate::config::{Count, InitialState, ScaleDownMethod, Step, StopOrder};
 use crate::wire::{CreateRequest, Machine, Stable, StateClass, Toward};
+use controls::Held;
 
 /// Minimum and maximum of one count; `None` = no bound (blank expression).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -35,6 +38,20 @@ pub struct TargetCounts {
 }
 
 impl TargetCounts {
+    pub fn bounds(&self, count: Count) -> Bounds {
+        match count {
+            Count::Created => self.created,
+            Count::Started => self.started,
+        }
+    }
+
+    pub fn bounds_mut(&mut self, count: Count) -> &mut Bounds {
+        match count {
+            Count::Created => &mut self.created,
+            Count::Started => &mut self.started,
+        }
+    }
+
     /// Every bound lowered to at most `max`; true if one was lowered.
     pub fn clamp_to(&mut self, max: u32) -> bool {
         let mut clamped = false;
@@ -66,6 +83,15 @@ pub struct Policy<'a> {
     pub initial_state: InitialState,
     /// The most machine actions one plan may hold.
     pub max_machines: usize,
+    /// The most machines one plan may create or start (resp. destroy or stop).
+    pub max_scale_up: Option<Step>,
+    pub max_scale_down: Option<Step>,
+    /// Which started machines go first on scale-down.
+    pub stop_order: StopOrder,
+    /// Per-machine values (`stop-priority-query`): the lowest goes first, machines without
+    /// one after those with one.
+    pub stop_priority: Option<&'a HashMap<String, f64>>,
+    pub scale_down_method: ScaleDownMethod,
 }
 
 /// Machines of the managed group, by the state they count as.
@@ -78,6 +104,15 @@ pub struct Current {
     pub suspended: usize,
     /// Of the above, those in a transient state (counted, never acted on).
     pub in_transition: usize,
+}
+
+impl Current {
+    pub fn count(&self, count: Count) -> usize {
+        match count {
+            Count::Created => self.created,
+            Count::Started => self.started,
+        }
+    }
 }
 
 /// Listed machines of the group the plan left out, by reason.
@@ -125,6 +160,11 @@ pub enum Action {
         candidates: Vec<String>,
         needed: usize,
     },
+    /// As `Stop`, with `scale-down-method: suspend`.
+    Suspend {
+        candidates: Vec<String>,
+        needed: usize,
+    },
     /// More machines are needed but none exists to clone from.
     NoCloneSource,
 }
@@ -134,6 +174,21 @@ pub struct Plan {
     pub current: Current,
     pub skipped: Skipped,
     pub action: Action,
+    /// The step limit that made the action smaller than the targets asked for.
+    pub limited_by: Option<Held>,
+}
+
+impl Action {
+    /// The way the action moves the app, if it moves it.
+    pub fn direction(&self) -> Option<controls::Direction> {
+        match self {
+            Action::Create(_) | Action::Start { .. } => Some(controls::Direction::Up),
+            Action::Destroy(_) | Action::Stop { .. } | Action::Suspend { .. } => {
+                Some(controls::Direction::Down)
+            }
+            Action::None | Action::NoCloneSource => None,
+        }
+    }
 }
 
 impl Plan {
@@ -169,6 +224,11 @@ impl Plan {
             ),
             Action::Stop { candidates, needed } => format!(
                 "stop {} of [{}]",
+                needed.min(&candidates.len()),
+                candidates.join(", ")
+            ),
+            Action::Suspend { candidates, needed } => format!(
+                "suspend {} of [{}]",
                 needed.min(&candidates.len()),
                 candidates.join(", ")
             ),
@@ -221,10 +281,24 @@ pub fn plan(targets: &TargetCounts, machines: &[Machine], policy: &Policy) -> Pl
     let limit = policy.max_machines;
     let created = current.created;
     let started = current.started;
+    let up = step_limit(policy.max_scale_up, created);
+    let down = step_limit(policy.max_scale_down, created);
+    let mut limited_by = None;
+    // How many of `wanted` this plan does: at most the step limit and `max_machines`.
+    let mut size = |wanted: usize, step: usize, held: Held| {
+        if wanted > step.min(limit) && step < limit {
+            limited_by = Some(held);
+        }
+        wanted.min(step).min(limit)
+    };
 
     let action = if let Some(min) = above(created, targets.created.min) {
         match clone_source {
-            Some(source) => Action::Create(launches(source, (min - created).min(limit), policy)),
+            Some(source) => Action::Create(launches(
+                source,
+                size(min - created, up, Held::MaxScaleUp),
+                policy,
+            )),
             None => Action::NoCloneSource,
         }
     } else if let Some(max) = below(created, targets.created.max) {
@@ -236,7 +310,7 @@ pub fn plan(targets: &TargetCounts, machines: &[Machine], policy: &Policy) -> Pl
         ]
         .iter()
         .flat_map(|s| stable(*s).map(|m| m.id.clone()))
-        .take((created - max).min(limit))
+        .take(size(created - max, down, Held::MaxScaleDown))
         .collect();
         let stable_left = managed
             .iter()
@@ -258,12 +332,14 @@ pub fn plan(targets: &TargetCounts, machines: &[Machine], policy: &Policy) -> Pl
     } else if let Some(min) = above(started, targets.started.min) {
         Action::Start {
             candidates: by_id(&[Stable::Suspended, Stable::Stopped]),
-            needed: (min - started).min(limit),
+            needed: size(min - started, up, Held::MaxScaleUp),
         }
     } else if let Some(max) = below(started, targets.started.max) {
-        Action::Stop {
-            candidates: by_id(&[Stable::Started]),
-            needed: (started - max).min(limit),
+        let candidates = stop_order(stable(Stable::Started).collect(), policy);
+        let needed = size(started - max, down, Held::MaxScaleDown);
+        match policy.scale_down_method {
+            ScaleDownMethod::Stop => Action::Stop { candidates, needed },
+            ScaleDownMethod::Suspend => Action::Suspend { candidates, needed },
         }
     } else {
         Action::None
@@ -272,7 +348,40 @@ pub fn plan(targets: &TargetCounts, machines: &[Machine], policy: &Policy) -> Pl
         current,
         skipped,
         action,
+        limited_by,
     }
+}
+
+/// The most machines one step may move: a count, or a percentage of the created count
+/// (rounded up, never below 1).
+fn step_limit(step: Option<Step>, created: usize) -> usize {
+    match step {
+        None => usize::MAX,
+        Some(Step::Count(n)) => n as usize,
+        Some(Step::Percent(p)) => (created * p as usize).div_ceil(100).max(1),
+    }
+}
+
+/// Started machines in the order they are stopped (or suspended).
+fn stop_order(mut machines: Vec<&Machine>, policy: &Policy) -> Vec<String> {
+    machines.sort_by(|a, b| match policy.stop_order {
+        StopOrder::Id => a.id.cmp(&b.id),
+        StopOrder::Newest => b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)),
+        StopOrder::Oldest => a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)),
+    });
+    if let Some(priority) = policy.stop_priority {
+        // Stable sort: machines with equal (or no) value keep the order above.
+        machines.sort_by(|a, b| {
+            let (pa, pb) = (priority.get(&a.id), priority.get(&b.id));
+            match (pa, pb) {
+                (Some(x), Some(y)) => x.total_cmp(y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            }
+        });
+    }
+    machines.into_iter().map(|m| m.id.clone()).collect()
 }
 
 /// `Some(min)` when `count` is below the minimum.

@@ -2,6 +2,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::*;
+use crate::config::{ScaleDownMethod, Step, StopOrder};
 use crate::wire::CloneSource;
 
 /// A healthy machine with no process-group metadata (the Go tests' convention; they run with
@@ -38,6 +39,11 @@ fn policy(group: &str) -> Policy<'_> {
         region_cursor: 0,
         initial_state: InitialState::Started,
         max_machines: 1000,
+        max_scale_up: None,
+        max_scale_down: None,
+        stop_order: StopOrder::Id,
+        stop_priority: None,
+        scale_down_method: ScaleDownMethod::Stop,
     }
 }
 
@@ -711,7 +717,9 @@ mod invariants {
             let state_of = |id: &str| managed.iter().find(|m| m.id == id).map(|m| m.state.as_str());
             let addressed: Vec<&String> = match &p.action {
                 Action::Destroy(ids) => ids.iter().collect(),
-                Action::Start { candidates, .. } | Action::Stop { candidates, .. } => candidates.iter().collect(),
+                Action::Start { candidates, .. }
+                | Action::Stop { candidates, .. }
+                | Action::Suspend { candidates, .. } => candidates.iter().collect(),
                 _ => vec![],
             };
             // Never twice, never without an id, only machines of the group in a stable state.
@@ -741,7 +749,7 @@ mod invariants {
                         prop_assert!(matches!(state_of(id), Some("stopped" | "suspended")));
                     }
                 }
-                Action::Stop { candidates, needed } => {
+                Action::Stop { candidates, needed } | Action::Suspend { candidates, needed } => {
                     prop_assert!(*needed <= max_machines);
                     for id in candidates {
                         prop_assert_eq!(state_of(id), Some("started"));
@@ -751,4 +759,120 @@ mod invariants {
             }
         }
     }
+}
+
+// Issue 12: step limits, as a count or a percentage of the created count.
+#[test]
+fn step_limits_bound_each_direction() {
+    let stepped = |up, down| Policy {
+        max_scale_up: up,
+        max_scale_down: down,
+        ..policy("")
+    };
+    let stopped: Vec<Machine> = (0..10).map(|i| m(&format!("s{i}"), "stopped")).collect();
+    let p = plan(
+        &started(10, 10),
+        &stopped,
+        &stepped(Some(Step::Count(2)), None),
+    );
+    assert!(matches!(p.action, Action::Start { needed: 2, .. }));
+    assert_eq!(p.limited_by, Some(Held::MaxScaleUp));
+    // 25% of 10 created machines, rounded up: 3.
+    let p = plan(
+        &started(10, 10),
+        &stopped,
+        &stepped(Some(Step::Percent(25)), None),
+    );
+    assert!(matches!(p.action, Action::Start { needed: 3, .. }));
+    // Never below 1, even at 1% of few machines.
+    let p = plan(
+        &started(10, 10),
+        &stopped,
+        &stepped(Some(Step::Percent(1)), None),
+    );
+    assert!(matches!(p.action, Action::Start { needed: 1, .. }));
+    // A limit that does not bind is not reported.
+    let p = plan(
+        &started(1, 1),
+        &stopped,
+        &stepped(Some(Step::Count(2)), None),
+    );
+    assert_eq!(p.limited_by, None);
+    let running: Vec<Machine> = (0..10).map(|i| m(&format!("r{i}"), "started")).collect();
+    let p = plan(
+        &started(0, 0),
+        &running,
+        &stepped(None, Some(Step::Count(4))),
+    );
+    assert!(matches!(p.action, Action::Stop { needed: 4, .. }));
+    assert_eq!(p.limited_by, Some(Held::MaxScaleDown));
+    let p = plan(
+        &created(Some(1), Some(1)),
+        &running,
+        &stepped(None, Some(Step::Percent(50))),
+    );
+    assert!(matches!(p.action, Action::Destroy(ref ids) if ids.len() == 5));
+    let p = plan(
+        &created(Some(30), None),
+        &running,
+        &stepped(Some(Step::Count(2)), None),
+    );
+    assert!(matches!(p.action, Action::Create(ref l) if l.regions.len() == 2));
+}
+
+fn aged(id: &str, created_at: &str) -> Machine {
+    Machine {
+        created_at: created_at.into(),
+        ..m(id, "started")
+    }
+}
+
+#[test]
+fn stop_order_and_priorities() {
+    let machines = [
+        aged("a", "2026-01-02T00:00:00Z"),
+        aged("b", "2026-01-03T00:00:00Z"),
+        aged("c", "2026-01-01T00:00:00Z"),
+    ];
+    let order = |stop_order, priority: Option<&HashMap<String, f64>>| {
+        let p = plan(
+            &started(0, 0),
+            &machines,
+            &Policy {
+                stop_order,
+                stop_priority: priority,
+                ..policy("")
+            },
+        );
+        match p.action {
+            Action::Stop { candidates, .. } => candidates,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(order(StopOrder::Id, None), ["a", "b", "c"]);
+    assert_eq!(order(StopOrder::Newest, None), ["b", "a", "c"]);
+    assert_eq!(order(StopOrder::Oldest, None), ["c", "a", "b"]);
+    // The least loaded first; machines without a sample after those with one.
+    let load: HashMap<String, f64> = [("c".to_string(), 9.0), ("b".to_string(), 0.5)].into();
+    assert_eq!(order(StopOrder::Id, Some(&load)), ["b", "c", "a"]);
+}
+
+#[test]
+fn scale_down_by_suspend() {
+    let p = plan(
+        &started(1, 1),
+        &[m("1", "started"), m("2", "started"), m("3", "suspended")],
+        &Policy {
+            scale_down_method: ScaleDownMethod::Suspend,
+            ..policy("")
+        },
+    );
+    assert_eq!(
+        p.action,
+        Action::Suspend {
+            candidates: ids(&["1", "2"]),
+            needed: 1
+        }
+    );
+    assert_eq!(p.summary(), "suspend 1 of [1, 2]");
 }

@@ -1,7 +1,11 @@
 //! The I/O a reconcile needs, behind one small trait, so the reconcile can be tested without
 //! HTTP. [`Fly`] is the real thing: collectors, the Machines API and the deploy guard.
 
-use crate::collector::{self, CollectError, Collector};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::clock::Stamp;
+use crate::collector::{self, CollectError, Collector, PrometheusClient, SourceError};
 use crate::expr::MetricValues;
 use crate::http::Deadline;
 use crate::machines::{ApiError, MachinesClient};
@@ -14,6 +18,7 @@ use crate::wire::{CreateRequest, Machine};
 pub enum Change {
     Start,
     Stop,
+    Suspend,
     Destroy,
 }
 
@@ -22,6 +27,7 @@ impl Change {
         match self {
             Change::Start => MachineOp::Start,
             Change::Stop => MachineOp::Stop,
+            Change::Suspend => MachineOp::Suspend,
             Change::Destroy => MachineOp::Destroy,
         }
     }
@@ -46,6 +52,22 @@ pub trait Platform: Send + Sync {
     fn act(&self, app: &str, change: Change, id: &str, deadline: Deadline) -> Result<(), ApiError>;
     /// The names of an organization's apps.
     fn org_apps(&self, org: &str, deadline: Deadline) -> Result<Vec<String>, ApiError>;
+    /// Per-machine values of `stop-priority-query`, by machine id.
+    fn stop_priorities(
+        &self,
+        app: &str,
+        query: &str,
+        deadline: Deadline,
+    ) -> Result<HashMap<String, f64>, SourceError>;
+    /// Every metric over a past range (see [`collector::history`]).
+    fn history(
+        &self,
+        app: &str,
+        from: Stamp,
+        to: Stamp,
+        step: Duration,
+        deadline: Deadline,
+    ) -> Option<Result<Vec<(Stamp, MetricValues)>, CollectError>>;
 }
 
 /// Fly.io: the configured collectors, the Machines API and (unless disabled) the deploy
@@ -54,6 +76,8 @@ pub struct Fly {
     pub machines: MachinesClient,
     pub releases: Option<ReleaseClient>,
     pub collectors: Vec<Box<dyn Collector>>,
+    /// The first Prometheus collector's server, for `stop-priority-query`.
+    pub prometheus: Option<PrometheusClient>,
 }
 
 impl Platform for Fly {
@@ -94,11 +118,36 @@ impl Platform for Fly {
         match change {
             Change::Start => m.start_machine(app, id, deadline),
             Change::Stop => m.stop_machine(app, id, deadline),
+            Change::Suspend => m.suspend_machine(app, id, deadline),
             Change::Destroy => m.destroy_machine(app, id, deadline),
         }
     }
 
     fn org_apps(&self, org: &str, deadline: Deadline) -> Result<Vec<String>, ApiError> {
         self.machines.list_org_apps(org, deadline)
+    }
+
+    fn stop_priorities(
+        &self,
+        app: &str,
+        query: &str,
+        deadline: Deadline,
+    ) -> Result<HashMap<String, f64>, SourceError> {
+        match &self.prometheus {
+            Some(p) => p.by_instance(&crate::expand::expand_query(query, app), deadline),
+            // Validation requires a Prometheus collector for the query.
+            None => Ok(HashMap::new()),
+        }
+    }
+
+    fn history(
+        &self,
+        app: &str,
+        from: Stamp,
+        to: Stamp,
+        step: Duration,
+        deadline: Deadline,
+    ) -> Option<Result<Vec<(Stamp, MetricValues)>, CollectError>> {
+        collector::history(&self.collectors, app, from, to, step, deadline)
     }
 }
