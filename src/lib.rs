@@ -11,6 +11,7 @@ pub mod config;
 pub mod duration;
 pub mod expand;
 pub mod expr;
+pub mod grpc;
 pub mod http;
 pub mod logging;
 pub mod machines;

@@ -46,7 +46,7 @@ pub fn build(configs: &[CollectorConfig]) -> Result<Vec<Box<dyn Collector>>, Str
         .map(|(i, c)| {
             let built: Result<Box<dyn Collector>, String> = match c.kind.as_str() {
                 "prometheus" => Ok(Box::new(PrometheusCollector::new(c))),
-                "temporal" => TemporalCollector::new(c).map(|t| Box::new(t) as Box<dyn Collector>),
+                "temporal" => temporal::build(c),
                 other => Err(format!("invalid type: {other:?}")),
             };
             built.map_err(|e| {
