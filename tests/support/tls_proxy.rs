@@ -73,12 +73,15 @@ impl Pki {
     }
 }
 
+/// The kept client bytes of each tunnelled connection.
+type Tunnels = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
+
 /// The TLS proxy. Dropping it stops accepting connections.
 pub struct TlsProxy {
     port: u16,
     stop: Arc<AtomicBool>,
     heads: Arc<Mutex<Vec<String>>>,
-    tunnels: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    tunnels: Tunnels,
     handshakes: Arc<AtomicUsize>,
 }
 
@@ -148,7 +151,7 @@ impl TlsProxy {
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let heads = Arc::new(Mutex::new(Vec::new()));
-        let tunnels = Arc::new(Mutex::new(Vec::new()));
+        let tunnels: Tunnels = Arc::new(Mutex::new(Vec::new()));
         let handshakes = Arc::new(AtomicUsize::new(0));
         let (stop2, heads2, upstream) =
             (Arc::clone(&stop), Arc::clone(&heads), upstream.to_string());
@@ -278,7 +281,7 @@ fn tunnel(
     tcp: TcpStream,
     config: Arc<ServerConfig>,
     upstream: &str,
-    tunnels: &Mutex<Vec<Arc<Mutex<Vec<u8>>>>>,
+    tunnels: &Tunnels,
     handshakes: &AtomicUsize,
 ) -> std::io::Result<()> {
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
