@@ -311,6 +311,8 @@ impl Channel {
                         failure.status
                     );
                     retried = true;
+                    // The other idle connections are as old: most likely closed as well.
+                    self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 }
                 Err(failure) => return Err(failure.status),
             }
