@@ -26,6 +26,7 @@ use support::fake_http::{FakeServer, Reply};
 use support::prometheus::{MetricsEndpoint, Prometheus};
 use support::scenario::{TOKEN, TOKEN_HEADER};
 use support::simulator::{MachineSpec, Simulator};
+use support::temporal::Temporal;
 
 /// Clock ticks per second of `/proc/<pid>/stat` times.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -132,11 +133,12 @@ fn main() -> ExitCode {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut broken = false;
-    let sections: [(&str, Section); 4] = [
+    let sections: [(&str, Section); 5] = [
         ("bulk start", bulk_start_rows),
         ("wildcard apps", wildcard_rows),
         ("serve memory and CPU", daemon_rows),
         ("static binary", static_rows),
+        ("temporal: gRPC vs HTTP API", temporal_rows),
     ];
     for (name, section) in sections {
         progress(&format!("== {name}"));
@@ -976,6 +978,112 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+// ---------------------------------------------------------------------------------------------
+// 6. Temporal: `eval` over gRPC vs over the HTTP API
+// ---------------------------------------------------------------------------------------------
+
+fn temporal_rows(sizes: &Sizes) -> Vec<Row> {
+    let runs = sizes.static_runs;
+    let program = std::env::var_os("FAS_STATIC_BIN")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .unwrap_or_else(bin::binary);
+    progress("temporal: starting the dev server, 3 running workflows");
+    let t = Temporal::start(&[]);
+    for i in 0..3 {
+        t.start_workflow("default", "billing", &format!("billing-{i}"), "q");
+    }
+    let running = "ExecutionStatus=\"Running\" AND (WorkflowType=\"billing\")";
+    t.wait_for_count("default", running, 3, Duration::from_secs(10));
+    let env = |address: String| {
+        vec![
+            ("FAS_APP_NAME", "billing".to_string()),
+            ("FAS_STARTED_MACHINE_COUNT", "workflows".to_string()),
+            ("FAS_TEMPORAL_ADDRESS", address),
+            ("FAS_TEMPORAL_METRIC_NAME", "workflows".to_string()),
+            (
+                "FAS_TEMPORAL_QUERY",
+                "WorkflowType=\"$APP_NAME\"".to_string(),
+            ),
+        ]
+    };
+    let grpc_env = env(t.grpc_address());
+    let http_env = env(t.http_url());
+    let eval_once = |env: &[(&str, String)]| {
+        let r = run_timed(&program, &["eval"], env, Duration::from_secs(20));
+        assert_eq!(r.code, Some(0), "eval failed: {}", r.stderr);
+        assert!(
+            r.stdout.contains("\"min\": 3"),
+            "unexpected eval output: {}",
+            r.stdout
+        );
+        r.wall
+    };
+    let count_url = format!("{}/api/v1/namespaces/default/workflow-count", t.http_url());
+    let query_once = || {
+        let started = Instant::now();
+        let (status, body) =
+            bin::http_get(&count_url, &[("query", running)], Duration::from_secs(10))
+                .expect("count over HTTP");
+        let took = started.elapsed();
+        assert_eq!(status, 200, "{body}");
+        took
+    };
+    progress(&format!(
+        "temporal: `eval` over gRPC × {runs}, over HTTP × {runs}, bare HTTP count × {runs}"
+    ));
+    eval_once(&grpc_env);
+    eval_once(&http_env);
+    query_once();
+    let (mut grpc, mut http, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        grpc.push(eval_once(&grpc_env));
+        http.push(eval_once(&http_env));
+        bare.push(query_once());
+    }
+    let (grpc, http, bare) = (median(&mut grpc), median(&mut http), median(&mut bare));
+    let which = if program == bin::binary() {
+        "release"
+    } else {
+        "static"
+    };
+    vec![
+        row(
+            format!(
+                "6. Temporal {which} `eval` over gRPC (h2c, host:port): wall (median of {runs})"
+            ),
+            format!("{:.2} ms", ms(grpc)),
+            "— (compare with the next row)",
+            "info",
+        ),
+        row(
+            format!(
+                "6. Temporal {which} `eval` over the HTTP API (http://): wall (median of {runs})"
+            ),
+            format!("{:.2} ms", ms(http)),
+            "— (same server, same query)",
+            "info",
+        ),
+        row(
+            "6. gRPC vs HTTP API `eval`",
+            format!(
+                "{:+.2} ms ({:.2}×)",
+                ms(grpc) - ms(http),
+                grpc.as_secs_f64() / http.as_secs_f64().max(1e-9)
+            ),
+            "—",
+            "info",
+        ),
+        row(
+            format!("6. Bare HTTP count from this process, fresh connection (median of {runs})"),
+            format!("{:.2} ms", ms(bare)),
+            "— (network + Temporal)",
+            "info",
+        ),
+    ]
+}
+
 fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
     let headers = ["Measurement", "Value", "Floor / budget", "Ratio / verdict"];
     let cells: Vec<[&str; 4]> = rows
@@ -1044,6 +1152,15 @@ fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
              the network row is a bare /api/v1/query of the same PromQL from this process on a fresh \
              connection (median of {n}, interleaved with the evals); peak RSS is GNU `/usr/bin/time \
              -f %M` (ru_maxrss, median of 5); static `serve` rows repeat 3–4 with the musl binary.",
+            n = sizes.static_runs
+        ),
+        format!(
+            "6. A real Temporal dev server (`temporal server start-dev`, 3 running workflows of the \
+             counted type): `eval` of the static binary (release if FAS_STATIC_BIN is unset) with \
+             the same collector, once as a bare gRPC address and once as the HTTP API URL, \
+             interleaved, median of {n} after one warm-up each; every `eval` is a new process, \
+             so each pays its connection set-up (TCP + HTTP/2 preface and SETTINGS, or TCP + \
+             HTTP/1.1).",
             n = sizes.static_runs
         ),
     ];

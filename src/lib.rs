@@ -14,6 +14,7 @@ mod config;
 mod duration;
 mod expand;
 mod expr;
+mod grpc;
 mod http;
 mod logging;
 mod machines;

@@ -1,4 +1,5 @@
-//! The Temporal collector against a real Temporal dev server (HTTP API), through `eval`:
+//! The Temporal collector against a real Temporal dev server (HTTP API, `http://` addresses;
+//! gRPC is in `temporal_grpc.rs`), through `eval`:
 //! counts by workflow type, counts falling after termination, errors from the server, mTLS and
 //! API keys through a TLS front, and error paths against a scripted server.
 
@@ -55,9 +56,9 @@ fn counts_running_workflows_by_type_and_follows_terminations() {
         "only running workflows of the type"
     );
 
-    // A bare host:port means plain http; with no query, every running workflow counts.
-    let bare = http.trim_start_matches("http://");
-    let out = eval_env(bare, "", &[("FAS_TEMPORAL_NAMESPACE", "jobs")]);
+    // With no query, every running workflow counts. (A bare host:port is gRPC:
+    // tests/temporal_grpc.rs.)
+    let out = eval_env(&http, "", &[("FAS_TEMPORAL_NAMESPACE", "jobs")]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(started_of(&out.stdout), 4);
 
@@ -234,11 +235,10 @@ fn mutual_tls_and_api_keys_through_a_tls_front() {
         out.stderr
     );
 
-    // API key (Temporal Cloud style): Bearer header, and https for a bare host:port.
+    // API key (Temporal Cloud style): Bearer header.
     let tls = TlsProxy::start(&pki, &upstream, false);
-    let bare = tls.url().trim_start_matches("https://").to_string();
     let out = eval_env(
-        &bare,
+        &tls.url(),
         "WorkflowType=\"billing\"",
         &[
             ("FAS_TEMPORAL_API_KEY", "tkey-secret"),
@@ -300,8 +300,8 @@ fn html_and_hangs_from_a_scripted_server() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 
-    // gRPC's default port gets a hint that the HTTP API is wanted.
-    let out = eval_env("127.0.0.1:7233", "", &[("FAS_TIMEOUT", "2s")]);
+    // An http:// URL on gRPC's default port gets a hint about both APIs.
+    let out = eval_env("http://127.0.0.1:7233", "", &[("FAS_TIMEOUT", "2s")]);
     assert_eq!(out.code, Some(1));
     assert!(
         out.stderr.contains("7233 is Temporal's gRPC port"),

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use prometheus::PrometheusCollector;
 pub use prometheus::{MAX_RANGE_POINTS, PrometheusClient};
-use temporal::TemporalCollector;
 
 use crate::clock::Stamp;
 use crate::config::{CollectorConfig, CollectorKind};
@@ -44,13 +43,15 @@ pub struct SourceError {
     pub source: String,
     pub kind: SourceErrorKind,
     /// What the user may have got wrong, appended to the message (may be empty).
-    pub hint: &'static str,
+    pub hint: String,
 }
 
 #[derive(Debug, Clone)]
 pub enum SourceErrorKind {
     /// No answer within the deadline; how long was waited.
     Timeout(Duration),
+    /// No answer within the deadline, as the source's client words it.
+    TimedOut(String),
     Transport(Transport),
     /// An answer that holds no value: the source's error, or a body that is not one.
     Answer(String),
@@ -60,7 +61,9 @@ impl SourceError {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self.kind,
-            SourceErrorKind::Timeout(_) | SourceErrorKind::Transport(Transport::Timeout)
+            SourceErrorKind::Timeout(_)
+                | SourceErrorKind::TimedOut(_)
+                | SourceErrorKind::Transport(Transport::Timeout)
         )
     }
 }
@@ -73,9 +76,9 @@ impl fmt::Display for SourceError {
                 write!(f, "request timed out after {:.1}s", after.as_secs_f64())?
             }
             SourceErrorKind::Transport(t) => write!(f, "{t}")?,
-            SourceErrorKind::Answer(m) => f.write_str(m)?,
+            SourceErrorKind::Answer(m) | SourceErrorKind::TimedOut(m) => f.write_str(m)?,
         }
-        f.write_str(self.hint)
+        f.write_str(&self.hint)
     }
 }
 
@@ -116,9 +119,7 @@ pub fn build(configs: &[CollectorConfig]) -> Result<Vec<Box<dyn Collector>>, Str
         .map(|(i, c)| {
             let built: Result<Box<dyn Collector>, String> = match &c.kind {
                 CollectorKind::Prometheus => Ok(Box::new(PrometheusCollector::new(c))),
-                CollectorKind::Temporal => {
-                    TemporalCollector::new(c).map(|t| Box::new(t) as Box<dyn Collector>)
-                }
+                CollectorKind::Temporal => temporal::build(c),
                 CollectorKind::Missing | CollectorKind::Other(_) => {
                     Err(format!("invalid type: {:?}", c.kind))
                 }

@@ -43,7 +43,7 @@ impl PrometheusClient {
         SourceError {
             source: format!("prometheus {}", self.shown),
             kind,
-            hint: "",
+            hint: String::new(),
         }
     }
 

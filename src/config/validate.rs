@@ -293,8 +293,16 @@ impl CollectorConfig {
                 if self.address.is_empty() {
                     return fail(
                         "temporal address required",
-                        "set address (FAS_TEMPORAL_ADDRESS) to the Temporal HTTP API, e.g. http://localhost:7243",
+                        "set address (FAS_TEMPORAL_ADDRESS): host:port for gRPC, e.g. localhost:7233, or the HTTP API URL, e.g. http://localhost:7243",
                     );
+                }
+                let url = ["http://", "https://"]
+                    .iter()
+                    .any(|s| self.address.starts_with(s));
+                if !url {
+                    // A bare host:port is gRPC, as in the Go program.
+                    crate::grpc::Target::parse(&self.address)
+                        .map_err(|e| (format!("invalid temporal address {:?}", self.address), e))?;
                 }
                 if self.cert_data.is_empty() != self.key_data.is_empty() {
                     return fail(

@@ -229,7 +229,7 @@ impl Platform for Arc<Fake> {
                 error: SourceError {
                     source: "fake".into(),
                     kind: SourceErrorKind::Answer("down".into()),
-                    hint: "",
+                    hint: String::new(),
                 },
             });
         }
