@@ -1,6 +1,6 @@
-//! The functions expressions may call: expr-lang's numeric builtins, then the replacements
-//! for the operators meval lacks. In these, 0 (and NaN) is false and anything else true;
-//! comparisons give 1 or 0.
+//! The functions expressions may call: expr-lang's numeric builtins, then those the Go
+//! operators meval lacks are translated to (callable directly too). In these, 0 (and NaN) is
+//! false and anything else true; comparisons give 1 or 0.
 
 /// A function available to expressions.
 pub(super) struct Function {

@@ -1,21 +1,21 @@
 //! Machine-count expressions: compiled once at start-up with meval, evaluated every cycle with
 //! the collected metrics as variables, with the Go program's result rules.
 //!
-//! meval has no comparisons, ternaries or boolean operators, which Go users write in expr-lang;
-//! each has a function here (`if`, `gt`, `and`, …) and the start-up error for such a construct
-//! says which function to write instead.
+//! Expressions are written as in the Go program (expr-lang): `go_syntax` translates the
+//! operators meval lacks (comparisons, `&&`, `||`, `!`, ternaries, `**`) into calls of the
+//! functions here (`gt`, `and`, `if`, …), which may also be written directly.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 mod functions;
+mod go_syntax;
 mod unsupported;
 
 use meval::tokenizer::Token;
 use meval::{ContextProvider, FuncEvalError};
 
 use functions::{FUNCTIONS, function_names};
-use unsupported::unsupported_construct;
 
 use crate::config::{Count, CountExpr, GroupConfig};
 use crate::plan::{Bounds, TargetCounts};
@@ -40,6 +40,8 @@ pub enum ExprError {
         expr: String,
         construct: &'static str,
         instead: &'static str,
+        /// 1-based character position in `expr`.
+        at: usize,
     },
     UnknownFunction {
         expr: String,
@@ -68,9 +70,10 @@ impl fmt::Display for ExprError {
                 expr,
                 construct,
                 instead,
+                at,
             } => write!(
                 f,
-                "expression {expr:?} uses {construct}, which is not supported here: {instead}"
+                "expression {expr:?} uses {construct} at character {at}, which is not supported here: {instead}"
             ),
             ExprError::UnknownFunction { expr, name } => write!(
                 f,
@@ -121,35 +124,13 @@ impl Expression {
         if trimmed.is_empty() {
             return Ok(None);
         }
-        if let Some((construct, instead)) = unsupported_construct(trimmed) {
-            return Err(ExprError::Unsupported {
-                expr: trimmed.to_string(),
-                construct,
-                instead,
-            });
-        }
-        let rpn: meval::Expr = trimmed.parse().map_err(|e| ExprError::Syntax {
+        let translated = go_syntax::translate(trimmed)?;
+        // The translator only writes what meval reads; a failure here is a translator bug,
+        // reported rather than panicking.
+        let rpn: meval::Expr = translated.parse().map_err(|e| ExprError::Syntax {
             expr: trimmed.to_string(),
-            detail: describe_meval_error(&e),
+            detail: format!("meval cannot read its translation {translated:?}: {e}"),
         })?;
-        for token in rpn.iter() {
-            if let Token::Func(name, args) = token {
-                let got = args.unwrap_or(0);
-                let func = FUNCTIONS.iter().find(|f| f.name == name).ok_or_else(|| {
-                    ExprError::UnknownFunction {
-                        expr: trimmed.to_string(),
-                        name: name.clone(),
-                    }
-                })?;
-                if !func.accepts(got) {
-                    return Err(ExprError::WrongArgumentCount {
-                        expr: trimmed.to_string(),
-                        name: name.clone(),
-                        got,
-                    });
-                }
-            }
-        }
         Ok(Some(Expression {
             source: trimmed.to_string(),
             rpn,
@@ -340,31 +321,6 @@ impl ContextProvider for Scope<'_> {
             return Err(FuncEvalError::NumberArgs(f.min_args));
         }
         Ok((f.eval)(args))
-    }
-}
-
-fn describe_meval_error(e: &meval::Error) -> String {
-    use meval::{ParseError, RPNError};
-    match e {
-        meval::Error::ParseError(ParseError::UnexpectedToken(i)) => {
-            format!("unexpected input at character {}", i + 1)
-        }
-        meval::Error::ParseError(ParseError::MissingRParen(n)) => {
-            format!(
-                "missing {n} closing parenthes{}",
-                if *n == 1 { "is" } else { "es" }
-            )
-        }
-        meval::Error::ParseError(ParseError::MissingArgument) => {
-            "incomplete expression: an operand is missing at the end".to_string()
-        }
-        meval::Error::RPNError(RPNError::MismatchedLParen(_) | RPNError::MismatchedRParen(_)) => {
-            "unbalanced parentheses".to_string()
-        }
-        meval::Error::RPNError(RPNError::UnexpectedComma(_)) => {
-            "a comma outside a function call".to_string()
-        }
-        other => other.to_string(),
     }
 }
 
