@@ -59,7 +59,6 @@ pub fn civil(at: Stamp, offset_secs: i32) -> Civil {
     }
 }
 
-#[allow(dead_code)] // for the backtest, next
 /// Days since the epoch of a civil date (the inverse of the algorithm above).
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -80,7 +79,6 @@ pub fn rfc3339(at: Stamp) -> String {
     )
 }
 
-#[allow(dead_code)] // for the backtest, next
 /// Parses RFC 3339 (`2026-11-20T00:00:00Z`, `…T01:00:00.5+01:00`).
 pub fn parse_rfc3339(s: &str) -> Option<Stamp> {
     let b = s.as_bytes();

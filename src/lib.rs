@@ -7,6 +7,7 @@
 //! binary needs is public.
 
 mod auth;
+mod backtest;
 mod clock;
 mod cmd;
 mod collector;
@@ -28,5 +29,9 @@ mod telemetry;
 mod wildcard;
 mod wire;
 
+pub use backtest::{
+    Format as BacktestFormat, Options as BacktestOptions, TimeArg, parse_set, parse_step,
+    run as backtest,
+};
 pub use cmd::{ServeOptions, eval, serve, version_line};
 pub use logging::{install_panic_hook, one_line};

@@ -50,6 +50,29 @@ Arguments:
   -help          show this help
 ";
 
+const BACKTEST_USAGE: &str = "\
+Usage: fly-autoscaler backtest [arguments]
+
+Replays an app's metric history (Prometheus range queries) through the
+expressions, the scale controls and the planner, and reports what the config
+would have done next to the baseline: the same run with every scale control
+off, as the Go program scales. The fleet is simulated: every action is
+assumed done within its step. Nothing is scaled and no API token is needed.
+
+Arguments:
+  -config PATH      YAML config file, read after the FAS_* environment variables
+  -app NAME         the app for $APP_NAME (required when app-name is a pattern)
+  -from TIME        start: RFC 3339, a Unix timestamp, now, or -24h (default -24h)
+  -to TIME          end (default now)
+  -step DURATION    time between steps (default: interval)
+  -machines N       machines at the start (default: the lowest created bound, or 1)
+  -started N        started machines at the start (default 0)
+  -set NAME=VALUE   a constant for a metric (required for sources without history)
+  -format FORMAT    text, json or csv (default text)
+  -html PATH        also write a self-contained HTML report with charts
+  -help             show this help
+";
+
 enum Command {
     Eval {
         config: Option<PathBuf>,
@@ -59,6 +82,7 @@ enum Command {
         once: bool,
         dry_run: bool,
     },
+    Backtest(fly_autoscaler::BacktestOptions),
     Version,
     Help(&'static str),
 }
@@ -83,6 +107,7 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Command::Eval { config } => fly_autoscaler::eval(config.as_deref()).map(|()| true),
+        Command::Backtest(opts) => fly_autoscaler::backtest(&opts).map(|()| true),
         Command::Serve {
             config,
             once,
@@ -136,6 +161,7 @@ fn parse(args: Vec<OsString>) -> Result<Command, String> {
         "version" => return Ok(Command::Version),
         "eval" => (EVAL_USAGE, false),
         "serve" => (SERVE_USAGE, true),
+        "backtest" => return parse_backtest(parser),
         other => {
             return Err(format!(
                 "fly-autoscaler {other}: unknown command; run 'fly-autoscaler help' to see the commands"
@@ -173,4 +199,62 @@ fn parse(args: Vec<OsString>) -> Result<Command, String> {
     } else {
         Command::Eval { config }
     })
+}
+
+fn parse_backtest(mut parser: lexopt::Parser) -> Result<Command, String> {
+    use fly_autoscaler::{BacktestFormat, TimeArg, parse_set};
+    use lexopt::prelude::*;
+    let mut opts = fly_autoscaler::BacktestOptions::default();
+    let bad = |flag: &str, e: String| format!("backtest: -{flag}: {e}");
+    while let Some(arg) = parser.next().map_err(|e| format!("backtest: {e}"))? {
+        let flag = match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(BACKTEST_USAGE)),
+            Long(flag) => flag.to_string(),
+            other => {
+                return Err(format!(
+                    "backtest: {}; run 'fly-autoscaler backtest -help' to see the arguments",
+                    other.unexpected()
+                ));
+            }
+        };
+        let value = |parser: &mut lexopt::Parser| -> Result<String, String> {
+            parser
+                .value()
+                .map_err(|_| format!("backtest: -{flag} needs a value"))?
+                .string()
+                .map_err(|_| format!("backtest: -{flag}: the value is not UTF-8"))
+        };
+        let number = |v: String| {
+            v.parse::<usize>()
+                .map_err(|_| bad(&flag, format!("{v:?} is not a whole number")))
+        };
+        match flag.as_str() {
+            "config" => opts.config = Some(PathBuf::from(value(&mut parser)?)),
+            "app" => opts.app = Some(value(&mut parser)?),
+            "from" => {
+                opts.from = TimeArg::parse(&value(&mut parser)?).map_err(|e| bad(&flag, e))?
+            }
+            "to" => opts.to = TimeArg::parse(&value(&mut parser)?).map_err(|e| bad(&flag, e))?,
+            "step" => {
+                let v = value(&mut parser)?;
+                opts.step = Some(fly_autoscaler::parse_step(&v).map_err(|e| bad(&flag, e))?);
+            }
+            "machines" => opts.machines = Some(number(value(&mut parser)?)?),
+            "started" => opts.started = Some(number(value(&mut parser)?)?),
+            "set" => opts
+                .set
+                .push(parse_set(&value(&mut parser)?).map_err(|e| bad(&flag, e))?),
+            "format" => {
+                opts.format =
+                    BacktestFormat::parse(&value(&mut parser)?).map_err(|e| bad(&flag, e))?
+            }
+            "html" => opts.html = Some(PathBuf::from(value(&mut parser)?)),
+            _ => {
+                return Err(format!(
+                    "backtest: unknown argument -{flag}; run 'fly-autoscaler backtest -help' to see the arguments"
+                ));
+            }
+        }
+    }
+    Ok(Command::Backtest(opts))
 }

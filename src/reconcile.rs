@@ -409,12 +409,17 @@ impl Reconciler {
             stop_priority: None,
             scale_down_method: config.scale_down_method,
         };
-        // The counts the controls weigh the targets against.
-        let current = plan::plan(&TargetCounts::default(), machines, &policy).current;
-        let decision = controls::decide(&group.controls, &mut state.memory, now, raw, &current);
+        let decided = plan::decide_and_plan(
+            &group.controls,
+            &mut state.memory,
+            now,
+            raw,
+            machines,
+            &policy,
+        );
         self.telemetry
             .fallback_active(who, state.memory.in_fallback(&group.controls));
-        let decision = decision?;
+        let (decision, mut plan) = decided?;
         match decision.fallback_change {
             Some(FallbackChange::Entered) => log::warn!(app, process_group = who.group;
                 "metrics failing, scaling to the fallback counts until a collection succeeds"),
@@ -424,7 +429,6 @@ impl Reconciler {
         }
         self.telemetry
             .targets(who, &decision.raw, &decision.effective);
-        let mut plan = plan::plan(&decision.effective, machines, &policy);
         if matches!(plan.action, Action::Stop { .. } | Action::Suspend { .. })
             && !config.stop_priority_query.is_empty()
         {
@@ -462,13 +466,11 @@ impl Reconciler {
         if plan.action == Action::NoCloneSource {
             return Err(ReconcileError::NoCloneSource);
         }
-        let mut held = decision.held;
-        held.extend(plan.limited_by);
         Ok(Planned {
             plan,
             raw: decision.raw,
             effective: decision.effective,
-            held,
+            held: decision.held,
         })
     }
 

@@ -1,13 +1,15 @@
 //! Metric collectors: each turns one configured source into one number per app and cycle.
 
+mod history;
 mod prometheus;
 mod temporal;
 
 use std::fmt;
 use std::time::Duration;
 
+pub use history::{Grid, HistoryError, fetch_grid};
+pub use prometheus::PrometheusClient;
 use prometheus::PrometheusCollector;
-pub use prometheus::{MAX_RANGE_POINTS, PrometheusClient};
 
 use crate::clock::Stamp;
 use crate::config::{CollectorConfig, CollectorKind};
@@ -22,8 +24,8 @@ pub trait Collector: Send + Sync {
     /// The current value for `app` (`${APP_NAME}` in the query), within `deadline`.
     fn collect(&self, app: &str, deadline: Deadline) -> Result<f64, SourceError>;
 
-    /// Values from `from` to `to` every `step` (at most [`MAX_RANGE_POINTS`] steps), where
-    /// the source has them; `None` for a source that only answers "now".
+    /// Values from `from` to `to` every `step` (at most `history::MAX_RANGE_POINTS` steps),
+    /// where the source has them; `None` for a source that only answers "now".
     fn range(
         &self,
         _app: &str,
@@ -149,77 +151,4 @@ pub fn collect_all(
                 })
         })
         .collect()
-}
-
-/// `from..=to` cut into pieces of at most [`MAX_RANGE_POINTS`] steps, each `(first, last)`.
-pub fn range_chunks(from: Stamp, to: Stamp, step: Duration) -> Vec<(Stamp, Stamp)> {
-    let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
-    let span = step_ms.saturating_mul(MAX_RANGE_POINTS - 1);
-    let mut chunks = Vec::new();
-    let mut start = from;
-    while start <= to {
-        let end = start.saturating_add(span).min(to);
-        chunks.push((start, end));
-        start = end.saturating_add(step_ms);
-    }
-    chunks
-}
-
-/// Every collector's values over a range, merged by time: only the steps where every metric
-/// has a value. `None` when a collector keeps no history.
-pub fn history(
-    collectors: &[Box<dyn Collector>],
-    app: &str,
-    from: Stamp,
-    to: Stamp,
-    step: Duration,
-    deadline: Deadline,
-) -> Option<Result<Vec<(Stamp, MetricValues)>, CollectError>> {
-    let mut by_time: std::collections::BTreeMap<Stamp, MetricValues> = Default::default();
-    for c in collectors {
-        let mut samples = Vec::new();
-        for (first, last) in range_chunks(from, to, step) {
-            match c.range(app, first, last, step, deadline)? {
-                Ok(s) => samples.extend(s),
-                Err(error) => {
-                    return Some(Err(CollectError {
-                        metric: c.metric_name().to_string(),
-                        error,
-                    }));
-                }
-            }
-        }
-        for (at, value) in samples {
-            by_time
-                .entry(at)
-                .or_default()
-                .insert(c.metric_name().to_string(), value);
-        }
-    }
-    Some(Ok(by_time
-        .into_iter()
-        .filter(|(_, m)| m.len() == collectors.len())
-        .collect()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_are_cut_below_the_point_limit() {
-        let step = Duration::from_secs(15);
-        assert_eq!(range_chunks(0, 0, step), [(0, 0)]);
-        assert_eq!(range_chunks(0, 30_000, step), [(0, 30_000)]);
-        let day30 = 30 * 86_400_000;
-        let chunks = range_chunks(0, day30, step);
-        assert_eq!(chunks.len(), 18, "172,801 points in chunks of 10,000");
-        assert_eq!(chunks[0], (0, 9_999 * 15_000));
-        assert_eq!(chunks[1].0, 10_000 * 15_000);
-        assert_eq!(chunks.last().unwrap().1, day30);
-        for w in chunks.windows(2) {
-            assert_eq!(w[1].0, w[0].1 + 15_000, "no step lost or repeated");
-        }
-        assert!(range_chunks(10, 0, step).is_empty());
-    }
 }

@@ -16,10 +16,6 @@ use crate::config::CollectorConfig;
 use crate::expand::expand_query;
 use crate::http::{self, Deadline, Redirects, Reply, Transport};
 
-/// The most points Prometheus returns for one series of a range query is 11,000; ranges are
-/// cut below it.
-pub const MAX_RANGE_POINTS: i64 = 10_000;
-
 /// One Prometheus server, with its token.
 pub struct PrometheusClient {
     base: String,
@@ -140,8 +136,8 @@ impl PrometheusClient {
             .collect())
     }
 
-    /// A range query's first series from `from` to `to` (at most [`MAX_RANGE_POINTS`]
-    /// steps): `(time, value)` where it has a sample.
+    /// A range query's first series from `from` to `to`: `(time, value)` where it has a
+    /// sample.
     pub fn range(
         &self,
         query: &str,

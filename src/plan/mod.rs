@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::config::{Count, InitialState, ScaleDownMethod, Step, StopOrder};
 use crate::wire::{CreateRequest, Machine, Stable, StateClass, Toward};
-use controls::Held;
+use controls::{Controls, Decision, Held, Memory, Stamp};
 
 /// Minimum and maximum of one count; `None` = no bound (blank expression).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -247,17 +247,7 @@ struct Managed<'a> {
 /// Decides the single action of this cycle.
 pub fn plan(targets: &TargetCounts, machines: &[Machine], policy: &Policy) -> Plan {
     let (managed, skipped) = managed(machines, policy);
-    let mut current = Current::default();
-    for m in &managed {
-        current.created += 1;
-        match m.counts_as {
-            Stable::Started => current.started += 1,
-            Stable::Stopped => current.stopped += 1,
-            Stable::Suspended => current.suspended += 1,
-            Stable::Created => {}
-        }
-        current.in_transition += usize::from(!m.stable);
-    }
+    let current = count(&managed);
     let stable = |state: Stable| {
         managed
             .iter()
@@ -382,6 +372,39 @@ fn stop_order(mut machines: Vec<&Machine>, policy: &Policy) -> Vec<String> {
         });
     }
     machines.into_iter().map(|m| m.id.clone()).collect()
+}
+
+/// One group's decision at `now`, the same in every mode (`serve`, `-once`, `-dry-run`,
+/// `backtest`): the scale controls weigh the raw targets (or the failure to get them) against
+/// the current counts, then the plan follows the effective targets.
+pub fn decide_and_plan<E>(
+    controls: &Controls,
+    memory: &mut Memory,
+    now: Stamp,
+    raw: Result<TargetCounts, E>,
+    machines: &[Machine],
+    policy: &Policy,
+) -> Result<(Decision, Plan), E> {
+    let current = count(&managed(machines, policy).0);
+    let mut decision = controls::decide(controls, memory, now, raw, &current)?;
+    let plan = plan(&decision.effective, machines, policy);
+    decision.held.extend(plan.limited_by);
+    Ok((decision, plan))
+}
+
+fn count(managed: &[Managed]) -> Current {
+    let mut current = Current::default();
+    for m in managed {
+        current.created += 1;
+        match m.counts_as {
+            Stable::Started => current.started += 1,
+            Stable::Stopped => current.stopped += 1,
+            Stable::Suspended => current.suspended += 1,
+            Stable::Created => {}
+        }
+        current.in_transition += usize::from(!m.stable);
+    }
+    current
 }
 
 /// `Some(min)` when `count` is below the minimum.

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::clock::Stamp;
-use crate::collector::{self, CollectError, Collector, PrometheusClient, SourceError};
+use crate::collector::{
+    self, CollectError, Collector, HistoryError, PrometheusClient, SourceError,
+};
 use crate::expr::MetricValues;
 use crate::http::Deadline;
 use crate::machines::{ApiError, MachinesClient};
@@ -59,7 +61,8 @@ pub trait Platform: Send + Sync {
         query: &str,
         deadline: Deadline,
     ) -> Result<HashMap<String, f64>, SourceError>;
-    /// Every metric over a past range (see [`collector::history`]).
+    /// Every metric over a past range, at the steps where each has a value; `None` when a
+    /// source keeps no history.
     fn history(
         &self,
         app: &str,
@@ -148,6 +151,22 @@ impl Platform for Fly {
         step: Duration,
         deadline: Deadline,
     ) -> Option<Result<Vec<(Stamp, MetricValues)>, CollectError>> {
-        collector::history(&self.collectors, app, from, to, step, deadline)
+        let collectors: Vec<&dyn Collector> = self.collectors.iter().map(|c| c.as_ref()).collect();
+        let timeout = deadline.remaining().unwrap_or_default();
+        match collector::fetch_grid(&collectors, app, from, to, step, timeout, 1) {
+            Err(HistoryError::NoHistory { .. }) => None,
+            Err(HistoryError::Source(e)) => Some(Err(e)),
+            Ok(grid) => Some(Ok((0..grid.steps())
+                .filter_map(|k| {
+                    let values: Option<MetricValues> = grid
+                        .metrics
+                        .iter()
+                        .zip(&grid.values)
+                        .map(|(name, row)| row[k].map(|v| (name.clone(), v)))
+                        .collect();
+                    values.map(|v| (grid.time(k), v))
+                })
+                .collect())),
+        }
     }
 }
