@@ -27,6 +27,7 @@ const BAND: &str = "#d9e6f5";
 const CONFIGURED: &str = "#1f7a4d";
 const BASELINE: &str = "#c0562a";
 const CREATED: &str = "#7a7a7a";
+const TARGET: &str = "#6a8fc7";
 
 pub fn render(b: &Backtest) -> String {
     let steps = b.grid.steps();
@@ -93,6 +94,17 @@ fn group(out: &mut String, b: &Backtest, g: &GroupRuns, t0: Stamp, t1: Stamp) {
             .collect(),
     };
     let lines = [
+        Line {
+            label: "started target, min (raw)".to_string(),
+            color: TARGET,
+            dashed: true,
+            points: g
+                .configured
+                .steps
+                .iter()
+                .map(|s| (s.t, s.target.and_then(|t| t.started.min).map(f64::from)))
+                .collect(),
+        },
         started(
             &g.configured.steps,
             "started (configured)",
@@ -154,8 +166,8 @@ fn settings(out: &mut String, b: &Backtest) {
     for m in &c.metric_collectors {
         let _ = writeln!(
             text,
-            "  - type: {:?}\n    metric-name: {}\n    address: {}\n    query: {}",
-            m.kind,
+            "  - type: {}\n    metric-name: {}\n    address: {}\n    query: {}",
+            m.kind.as_str(),
             m.metric_name,
             redact_url(&m.address),
             m.query
@@ -221,7 +233,8 @@ fn group_settings(text: &mut String, g: &GroupConfig) {
         ),
     ];
     for (key, value) in keys {
-        if !value.is_empty() && value != "0s" && value != "0" {
+        let default = ["", "0s", "0", "id", "stop"].contains(&value.as_str());
+        if !default {
             let _ = writeln!(text, "  {key}: {value}");
         }
     }

@@ -212,6 +212,16 @@ pub enum CollectorKind {
 }
 
 impl CollectorKind {
+    /// The `type` as written.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CollectorKind::Missing => "",
+            CollectorKind::Prometheus => "prometheus",
+            CollectorKind::Temporal => "temporal",
+            CollectorKind::Other(s) => s,
+        }
+    }
+
     pub fn parse(s: &str) -> CollectorKind {
         match s {
             "" => CollectorKind::Missing,
