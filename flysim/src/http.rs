@@ -379,14 +379,13 @@ fn read_request(
         body: String::new(),
         at,
     };
-    // Clients here send a Content-Length or no body; a streamed body is a test bug.
-    if rq.header("transfer-encoding").is_some() {
-        return Err(ReadError::Bad(
-            501,
-            "chunked request bodies are not supported",
-        ));
-    }
-    if let Some(len) = rq.header("content-length") {
+    // ureq sends a body-less POST as an empty chunked body.
+    let chunked = rq
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        rq.body = String::from_utf8_lossy(&read_chunked(reader)?).into_owned();
+    } else if let Some(len) = rq.header("content-length") {
         let len: usize = len
             .parse()
             .map_err(|_| ReadError::Bad(400, "invalid Content-Length"))?;
@@ -407,6 +406,36 @@ fn read_request(
     Ok(Some((rq, keep_alive)))
 }
 
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>, ReadError> {
+    let mut body = Vec::new();
+    let mut budget = MAX_HEAD;
+    loop {
+        let line = read_line(reader, &mut budget)?.ok_or(ReadError::Io)?;
+        let size = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| ReadError::Bad(400, "invalid chunk size"))?;
+        if size == 0 {
+            // Trailers, up to the final empty line.
+            while !read_line(reader, &mut budget)?
+                .ok_or(ReadError::Io)?
+                .is_empty()
+            {}
+            return Ok(body);
+        }
+        if body.len() + size > MAX_BODY {
+            return Err(ReadError::Bad(413, "request body too large"));
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader
+            .read_exact(&mut body[start..])
+            .map_err(|_| ReadError::Io)?;
+        if read_line(reader, &mut budget)? != Some(String::new()) {
+            return Err(ReadError::Bad(400, "malformed chunk"));
+        }
+    }
+}
+
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -423,7 +452,6 @@ fn reason_phrase(status: u16) -> &'static str {
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
-        501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",

@@ -35,8 +35,9 @@ impl Answer {
     }
 }
 
-/// A request to `base` (`http://host:port`) with the given headers and body; `Err` when the
-/// server closes the connection without a complete answer, or after `timeout`.
+/// A request to `base` (`http://host:port`) with the given headers and body (sent as is
+/// when the headers say `Transfer-Encoding`); `Err` when the server closes the connection
+/// without a complete answer, or after `timeout`.
 pub(crate) fn send(
     base: &str,
     method: &str,
@@ -52,7 +53,10 @@ pub(crate) fn send(
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    if let Some(b) = body {
+    let chunked = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
+    if let Some(b) = body.filter(|_| !chunked) {
         head.push_str(&format!("Content-Length: {}\r\n", b.len()));
     }
     conn.write_all(format!("{head}\r\n{}", body.unwrap_or("")).as_bytes())?;

@@ -1,13 +1,17 @@
 //! The test environment the autoscaler's integration tests, demo and bench share: child
-//! processes in a clean environment, waiting on conditions, a real Prometheus and promtool.
+//! processes in a clean environment, waiting on conditions, a real Prometheus and promtool,
+//! and the usual wiring of a `serve` run against the simulator.
 
 mod process;
 mod prometheus;
+mod scenario;
 #[cfg(test)]
 mod tests;
 
 pub use process::{
-    Daemon, Output, TempDir, built_binary, file_tail, find_tool, free_port, http_get, is_root,
-    log_field, metrics_url, run, send_signal, start_server, tail, terminate, wait_until, which,
+    Daemon, Output, TempDir, built_binary, file_tail, find_tool, free_port, http_get, is_alive,
+    is_root, log_field, metrics_url, run, send_signal, start_server, tail, terminate, wait_until,
+    which,
 };
 pub use prometheus::{MetricsEndpoint, Prometheus, promtool_check_metrics};
+pub use scenario::{PromStub, TOKEN, TOKEN_HEADER, autoscaler_env, with};

@@ -55,36 +55,31 @@ pub fn run(
     env: &[(&str, &str)],
     timeout: Duration,
 ) -> Output {
-    let shown = describe(program.as_ref(), args);
     let start = Instant::now();
-    let mut child = hermetic(program.as_ref(), args, env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
-    let out = Capture::start(&mut child);
+    let mut d = Daemon::spawn(program, args, env);
     let (done, done_rx) = mpsc::channel::<()>();
-    let pid = child.id();
+    let pid = d.pid();
     let watchdog = thread::spawn(move || {
         let late = done_rx.recv_timeout(timeout) == Err(mpsc::RecvTimeoutError::Timeout);
         late && send_signal(pid, "KILL")
     });
-    let status = child.wait().expect("wait for the child");
+    let status = d.child.wait().expect("wait for the child");
     let wall = start.elapsed();
+    d.status = Some(status);
     let _ = done.send(());
     let killed = watchdog.join().unwrap_or(false);
-    out.finish();
+    d.out.finish();
     assert!(
         !killed,
-        "{shown} still running after {timeout:?}; killed.\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.stdout(),
-        out.stderr()
+        "{} still running after {timeout:?}; killed.\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        d.name,
+        d.stdout(),
+        d.stderr()
     );
     Output {
         code: status.code(),
-        stdout: out.stdout(),
-        stderr: out.stderr(),
+        stdout: d.stdout(),
+        stderr: d.stderr(),
         wall,
     }
 }
@@ -139,6 +134,15 @@ pub fn terminate(child: &mut Child, grace: Duration) -> ExitStatus {
         let _ = child.kill();
         child.wait().expect("wait after SIGKILL")
     })
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+pub fn is_alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state is the first field after the parenthesised command name.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .is_some_and(|state| state != 'Z')
 }
 
 /// Whether the tests run as root (else namespaces need `unshare --user`).

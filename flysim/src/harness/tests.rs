@@ -1,6 +1,5 @@
 //! The harness against the real tools it drives: Prometheus, promtool, child processes.
 
-use std::path::Path;
 use std::time::Duration;
 
 use super::*;
@@ -57,11 +56,9 @@ fn prometheus_scrapes_the_endpoint_and_follows_it() {
     );
 
     let pid = prom.pid();
+    assert!(is_alive(pid));
     drop(prom);
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "prometheus {pid} reaped"
-    );
+    assert!(!is_alive(pid), "prometheus {pid} stopped and reaped");
 }
 
 #[test]
@@ -143,10 +140,7 @@ fn daemon_signals_waits_and_captures() {
     let d = Daemon::spawn("/bin/sh", &["-c", "exec sleep 30"], &[]);
     let pid = d.pid();
     drop(d);
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "dropped daemon {pid} reaped"
-    );
+    assert!(!is_alive(pid), "dropped daemon {pid} killed and reaped");
 }
 
 #[test]

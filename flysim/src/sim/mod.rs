@@ -120,6 +120,16 @@ impl Fault {
             retry_after: None,
         }
     }
+
+    /// The API's rate limiter (reference §7): `429 {"error":"rate limit exceeded"}` with
+    /// `Retry-After: <retry_after>`.
+    pub fn rate_limited(retry_after: &str) -> Fault {
+        Fault::Status {
+            code: 429,
+            body: r#"{"error":"rate limit exceeded"}"#.to_string(),
+            retry_after: Some(retry_after.to_string()),
+        }
+    }
 }
 
 /// A machine to seed with [`Simulator::add_machine`].

@@ -28,6 +28,39 @@ fn get(sim: &Simulator, target: &str) -> Answer {
     call(&sim.url(), "GET", target, None)
 }
 
+fn delete(sim: &Simulator, target: &str) -> Answer {
+    call(&sim.url(), "DELETE", target, None)
+}
+
+/// `POST /v1/apps/my-app/machines/{id}/{action}` without a body.
+fn act(sim: &Simulator, id: &str, action: &str) -> Answer {
+    post(sim, &format!("{MACHINES}/{id}/{action}"), "")
+}
+
+/// The current-release query (for `app`, if any) or another `query`.
+fn graphql(sim: &Simulator, query: &str, app: Option<&str>) -> Value {
+    let body = json!({"query": query, "variables": {"appName": app}});
+    post(sim, "/graphql", &body.to_string()).json()
+}
+
+/// [`send`] with a 5 s timeout: `Err` when no answer comes.
+fn try_send(
+    sim: &Simulator,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<Answer> {
+    send(
+        &sim.url(),
+        method,
+        target,
+        headers,
+        body,
+        Duration::from_secs(5),
+    )
+}
+
 fn state(sim: &Simulator, id: &str) -> String {
     get(sim, &format!("{MACHINES}/{id}")).json()["state"]
         .as_str()
@@ -235,7 +268,7 @@ fn start_stop_suspend_destroy_and_their_preconditions() {
     );
     assert_eq!((r.status, r.json()), (200, json!({"ok": true})));
     assert_eq!(state(&sim, &id), "stopped");
-    let r = post(&sim, &format!("{one}/stop"), "");
+    let r = act(&sim, &id, "stop");
     assert_eq!(r.status, 412);
     assert_eq!(
         r.error(),
@@ -245,12 +278,12 @@ fn start_stop_suspend_destroy_and_their_preconditions() {
         assert_eq!(post(&sim, &format!("{one}/stop"), bad).status, 400, "{bad}");
     }
 
-    let r = post(&sim, &format!("{one}/start"), "");
+    let r = act(&sim, &id, "start");
     assert_eq!(
         r.json(),
         json!({"previous_state": "stopped", "migrated": false, "new_host": ""})
     );
-    let r = post(&sim, &format!("{one}/start"), "");
+    let r = act(&sim, &id, "start");
     assert_eq!(
         (r.status, r.error().as_str()),
         (
@@ -258,12 +291,12 @@ fn start_stop_suspend_destroy_and_their_preconditions() {
             "failed_precondition: machine still active, refusing to start"
         )
     );
-    let r = post(&sim, &format!("{one}/suspend"), "");
+    let r = act(&sim, &id, "suspend");
     assert_eq!((r.status, r.json()), (200, json!({"ok": true})));
     assert_eq!(state(&sim, &id), "suspended");
-    assert_eq!(post(&sim, &format!("{one}/suspend"), "").status, 412);
+    assert_eq!(act(&sim, &id, "suspend").status, 412);
     assert_eq!(
-        post(&sim, &format!("{one}/start"), "").json()["previous_state"],
+        act(&sim, &id, "start").json()["previous_state"],
         "suspended"
     );
     let r = post(
@@ -272,10 +305,10 @@ fn start_stop_suspend_destroy_and_their_preconditions() {
         r#"{"signal": "SIGTERM", "timeout": 5}"#,
     );
     assert_eq!(r.status, 200, "a number is a valid timeout too");
-    post(&sim, &format!("{one}/start"), "");
+    act(&sim, &id, "start");
 
     // Destroying a running machine takes kill (what fly-go sends) or force (what the docs say).
-    let r = call(&sim.url(), "DELETE", &one, None);
+    let r = delete(&sim, &one);
     assert_eq!(
         (r.status, r.error().as_str()),
         (
@@ -283,15 +316,12 @@ fn start_stop_suspend_destroy_and_their_preconditions() {
             "failed_precondition: unable to destroy machine, not currently stopped"
         )
     );
-    assert_eq!(
-        call(&sim.url(), "DELETE", &format!("{one}?kill=maybe"), None).status,
-        400
-    );
-    let r = call(&sim.url(), "DELETE", &format!("{one}?kill=true"), None);
+    assert_eq!(delete(&sim, &format!("{one}?kill=maybe")).status, 400);
+    let r = delete(&sim, &format!("{one}?kill=true"));
     assert_eq!((r.status, r.json()), (200, json!({"ok": true})));
     let r = get(&sim, &one);
     assert_eq!((r.status, r.error().as_str()), (404, "machine not found"));
-    assert_eq!(post(&sim, &format!("{one}/start"), "").status, 404);
+    assert_eq!(act(&sim, &id, "start").status, 404);
     assert!(sim.machines("my-app").is_empty() && sim.machine_json("my-app", &id).is_none());
 
     let started = sim.add_machine("my-app", MachineSpec::new("started"));
@@ -303,7 +333,7 @@ fn start_stop_suspend_destroy_and_their_preconditions() {
         suspended,
     ] {
         assert_eq!(
-            call(&sim.url(), "DELETE", &format!("{MACHINES}/{target}"), None).status,
+            delete(&sim, &format!("{MACHINES}/{target}")).status,
             200,
             "{target}"
         );
@@ -331,19 +361,19 @@ fn transitions_last_the_configured_time() {
             began.elapsed()
         );
     };
-    post(&sim, &format!("{one}/start"), "");
+    act(&sim, &id, "start");
     settles("starting", "started");
-    post(&sim, &format!("{one}/suspend"), "");
+    act(&sim, &id, "suspend");
     settles("suspending", "suspended");
-    post(&sim, &format!("{one}/stop"), "");
+    act(&sim, &id, "stop");
     settles("stopping", "stopped");
-    assert_eq!(post(&sim, &format!("{one}/start"), "").status, 200);
+    assert_eq!(act(&sim, &id, "start").status, 200);
     assert_eq!(
-        post(&sim, &format!("{one}/start"), "").error(),
+        act(&sim, &id, "start").error(),
         "failed_precondition: unable to start machine from current state: 'starting'"
     );
     settles("starting", "started");
-    call(&sim.url(), "DELETE", &format!("{one}?kill=true"), None);
+    delete(&sim, &format!("{one}?kill=true"));
     settles("destroying", "(gone)");
 
     for (skip_launch, transient, end) in
@@ -362,9 +392,9 @@ fn transitions_last_the_configured_time() {
 
     // An out-of-band change ends a transition: a later one completes, the cancelled one not.
     let [running, stopped] = [0, 1].map(|i| sim.machines("my-app")[i].id.clone());
-    post(&sim, &format!("{MACHINES}/{running}/stop"), "");
+    act(&sim, &running, "stop");
     assert!(sim.set_machine_state("my-app", &running, "failed"));
-    post(&sim, &format!("{MACHINES}/{stopped}/start"), "");
+    act(&sim, &stopped, "start");
     assert!(wait_until(Duration::from_secs(5), || state(&sim, &stopped)
         == "started"));
     assert_eq!(state(&sim, &running), "failed");
@@ -397,7 +427,7 @@ fn raw_machines_are_listed_verbatim() {
     );
 
     // Actions find the first machine with the id, and change only its state.
-    let r = post(&sim, &format!("{MACHINES}/a1/start"), "");
+    let r = act(&sim, "a1", "start");
     assert_eq!(r.json()["previous_state"], "failed");
     let list = get(&sim, MACHINES).json();
     assert_eq!(
@@ -459,17 +489,8 @@ fn routes_parameters_org_apps_and_token() {
     assert_eq!(get(&sim, "/v1/apps/my-app-staging/machines").status, 404);
 
     sim.set_token(Some("FlyV1 fm2_secret"));
-    let with = |auth: &str| {
-        send(
-            &sim.url(),
-            "GET",
-            MACHINES,
-            &[("Authorization", auth)],
-            None,
-            Duration::from_secs(5),
-        )
-        .unwrap()
-    };
+    let with =
+        |auth: &str| try_send(&sim, "GET", MACHINES, &[("Authorization", auth)], None).unwrap();
     assert_eq!(
         (
             get(&sim, MACHINES).status,
@@ -479,25 +500,14 @@ fn routes_parameters_org_apps_and_token() {
     );
     assert_eq!(with("Bearer fm2_secret").status, 401);
     assert_eq!(with("FlyV1 fm2_secret").status, 200);
-    let gql = json!({"query": RELEASE_QUERY, "variables": {"appName": "my-app"}}).to_string();
-    let r = post(&sim, "/graphql", &gql);
-    assert_eq!(
-        (r.status, &r.json()["errors"][0]["extensions"]["code"]),
-        (200, &json!("UNAUTHORIZED"))
-    );
+    let v = graphql(&sim, RELEASE_QUERY, Some("my-app"));
+    assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
 }
 
 #[test]
 fn graphql_answers_the_current_release_query_only() {
     let sim = sim();
-    let release = |app: &str| {
-        post(
-            &sim,
-            "/graphql",
-            &json!({"query": RELEASE_QUERY, "variables": {"appName": app}}).to_string(),
-        )
-        .json()
-    };
+    let release = |app| graphql(&sim, RELEASE_QUERY, Some(app));
     let v = release("my-app");
     let current = &v["data"]["app"]["currentRelease"];
     assert_eq!(current["status"], "complete");
@@ -526,19 +536,9 @@ fn graphql_answers_the_current_release_query_only() {
 
     // Whitespace is compacted as fly-go does; any other query is refused.
     let spaced = RELEASE_QUERY.replace(' ', "\n  ");
-    let v = post(
-        &sim,
-        "/graphql",
-        &json!({"query": spaced, "variables": {"appName": "my-app"}}).to_string(),
-    )
-    .json();
+    let v = graphql(&sim, &spaced, Some("my-app"));
     assert!(v.get("errors").is_none(), "{v}");
-    let v = post(
-        &sim,
-        "/graphql",
-        &json!({"query": "query { viewer { id } }"}).to_string(),
-    )
-    .json();
+    let v = graphql(&sim, "query { viewer { id } }", None);
     assert_eq!(v["errors"][0]["extensions"]["code"], "INVALID");
     assert_eq!(post(&sim, "/graphql", "{not json").status, 400);
 }
@@ -557,11 +557,7 @@ fn status_fault_answers_the_given_times_and_changes_nothing() {
         Some("GET"),
         Some("/machines"),
         2,
-        Fault::Status {
-            code: 429,
-            body: r#"{"error":"rate limit exceeded"}"#.into(),
-            retry_after: Some("1".into()),
-        },
+        Fault::rate_limited("1"),
     ));
     let r = post(&sim, MACHINES, &create_body(json!({})));
     assert_eq!(
@@ -669,17 +665,7 @@ fn drop_changes_nothing_and_drop_after_carries_the_request_out() {
     let destroy = format!("{MACHINES}/{id}?kill=true");
     sim.inject(FaultRule::new(Some("DELETE"), None, 1, Fault::Drop));
     let t0 = Instant::now();
-    assert!(
-        send(
-            &sim.url(),
-            "DELETE",
-            &destroy,
-            &[],
-            None,
-            Duration::from_secs(5)
-        )
-        .is_err()
-    );
+    assert!(try_send(&sim, "DELETE", &destroy, &[], None).is_err());
     assert!(t0.elapsed() < Duration::from_secs(2), "a drop is immediate");
     assert_eq!(sim.machines("my-app").len(), 1);
 
@@ -689,24 +675,14 @@ fn drop_changes_nothing_and_drop_after_carries_the_request_out() {
         1,
         Fault::DropAfter,
     ));
-    assert!(
-        send(
-            &sim.url(),
-            "POST",
-            &format!("{MACHINES}/{id}/stop"),
-            &[],
-            None,
-            Duration::from_secs(5)
-        )
-        .is_err()
-    );
+    assert!(try_send(&sim, "POST", &format!("{MACHINES}/{id}/stop"), &[], None).is_err());
     assert_eq!(
         sim.machines("my-app")[0].state,
         "stopped",
         "carried out, though unanswered"
     );
     assert_eq!(
-        call(&sim.url(), "DELETE", &destroy, None).status,
+        delete(&sim, &destroy).status,
         200,
         "the next request is answered"
     );
@@ -780,13 +756,12 @@ fn requests_are_recorded_with_headers_and_decoded_parameters() {
         ("User-Agent", "fly-autoscaler-rs/test"),
         ("Content-Type", "application/x-www-form-urlencoded"),
     ];
-    send(
-        &sim.url(),
+    try_send(
+        &sim,
         "POST",
         "/v1/apps?org_slug=my%20org",
         &headers,
         Some("query=sum(q%7Bapp%3D%22a%22%7D)&time=1"),
-        Duration::from_secs(5),
     )
     .unwrap();
     let rq = sim.take_requests().pop().unwrap();
@@ -803,6 +778,20 @@ fn requests_are_recorded_with_headers_and_decoded_parameters() {
     );
     assert_eq!(rq.param("nope"), None);
     assert!(rq.json().is_none());
+
+    // ureq sends a body-less POST as an empty chunked body.
+    let chunked = [("Transfer-Encoding", "chunked")];
+    let id = sim.add_machine("my-app", MachineSpec::new("stopped"));
+    let start = format!("{MACHINES}/{id}/start");
+    let r = try_send(&sim, "POST", &start, &chunked, Some("0\r\n\r\n")).unwrap();
+    assert_eq!((r.status, sim.take_requests()[0].body.as_str()), (200, ""));
+    let stop = format!("{MACHINES}/{id}/stop");
+    let body = "5\r\n{\"id\"\r\n6;ext=1\r\n: \"x\"}\r\n0\r\nTrailer: t\r\n\r\n";
+    let r = try_send(&sim, "POST", &stop, &chunked, Some(body)).unwrap();
+    assert_eq!(
+        (r.status, sim.take_requests()[0].json()),
+        (200, Some(json!({"id": "x"})))
+    );
 }
 
 #[test]

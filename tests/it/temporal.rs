@@ -2,15 +2,14 @@
 //! counts by workflow type, counts falling after termination, errors from the server, mTLS and
 //! API keys through a TLS front, and error paths against a scripted server.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::bin::{self, TempDir};
-use support::fake_http::{FakeServer, Reply};
-use support::prometheus::{MetricsEndpoint, Prometheus};
-use support::temporal::Temporal;
-use support::tls_proxy::{Pki, TlsProxy};
+use flysim::harness::{self, MetricsEndpoint, Output, Prometheus, TempDir};
+use flysim::{FakeServer, Reply};
+
+use crate::support;
+use crate::support::temporal::Temporal;
+use crate::support::tls::{Pki, TlsProxy};
 
 const RUNNING_A: &str = "ExecutionStatus=\"Running\" AND (WorkflowType=\"billing\")";
 
@@ -21,7 +20,7 @@ fn started_of(stdout: &str) -> serde_json::Value {
 }
 
 /// eval with a temporal collector configured through `FAS_TEMPORAL_*`.
-fn eval_env(address: &str, query: &str, extra: &[(&str, &str)]) -> bin::Output {
+fn eval_env(address: &str, query: &str, extra: &[(&str, &str)]) -> Output {
     let mut env = vec![
         ("FAS_APP_NAME", "billing"),
         ("FAS_STARTED_MACHINE_COUNT", "workflows"),
@@ -30,7 +29,7 @@ fn eval_env(address: &str, query: &str, extra: &[(&str, &str)]) -> bin::Output {
         ("FAS_TEMPORAL_QUERY", query),
     ];
     env.extend_from_slice(extra);
-    bin::run(&["eval"], &env)
+    support::run(&["eval"], &env)
 }
 
 #[test]
@@ -118,6 +117,10 @@ fn server_errors_are_one_clear_line() {
         "{}",
         out.stderr
     );
+
+    let pid = t.pid();
+    drop(t);
+    assert!(!harness::is_alive(pid), "temporal {pid} stopped and reaped");
 }
 
 #[test]
@@ -154,7 +157,7 @@ metric-collectors:
     query: 'WorkflowType="$APP_NAME"'
 "#,
     );
-    let out = bin::run(
+    let out = support::run(
         &["eval", "-config", config.to_str().unwrap()],
         &[("PROM", &prom.url()), ("TEMPORAL", &t.http_url())],
     );
