@@ -245,11 +245,7 @@ fn bulk_start_once(n: usize, action_concurrency: Option<usize>) -> BulkRun {
         Duration::from_secs(60),
     );
     assert_eq!(run.code, Some(0), "serve --once failed:\n{}", run.stderr);
-    let started = sim
-        .machines("bench-app")
-        .iter()
-        .filter(|m| m.state == "started")
-        .count();
+    let started = sim.count("bench-app", "started");
     assert_eq!(started, n, "not every machine started:\n{}", run.stderr);
     let took_ms = run
         .stderr

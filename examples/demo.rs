@@ -375,10 +375,7 @@ impl<'a> Watch<'a> {
     }
 
     fn started(&self) -> usize {
-        self.machines()
-            .iter()
-            .filter(|m| m.state == "started")
-            .count()
+        self.sim.count(APP, "started")
     }
 
     /// Prints the autoscaler's new complete log lines (timestamp dropped), indented.

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::harness::wait_until;
 use crate::util::{http_date, now_ms, parse_query};
 
 /// One HTTP request as a test server received it.
@@ -86,15 +87,7 @@ pub(crate) struct ServerCtx {
 impl ServerCtx {
     /// Sleeps for `d` unless the server shuts down first; `false` if interrupted.
     pub(crate) fn sleep(&self, d: Duration) -> bool {
-        let end = Instant::now() + d;
-        while !self.is_shutting_down() {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(10)));
-        }
-        false
+        !wait_until(d, || self.is_shutting_down())
     }
 
     fn is_shutting_down(&self) -> bool {
@@ -236,10 +229,8 @@ fn accept_loop(
 /// Joins `handle` if it finishes before `deadline`; otherwise leaves it detached (it ends
 /// when its handler returns).
 fn join_until(handle: JoinHandle<()>, deadline: Instant) {
-    while !handle.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    if handle.is_finished() {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if wait_until(left, || handle.is_finished()) {
         let _ = handle.join();
     }
 }
@@ -491,8 +482,6 @@ pub struct Reply {
     pub body: String,
     /// Wait this long before answering (other requests are served meanwhile).
     pub delay: Option<Duration>,
-    /// Close the connection without answering (after `delay`, if any).
-    pub drop_connection: bool,
 }
 
 impl Reply {
@@ -508,27 +497,12 @@ impl Reply {
             headers: vec![("Content-Type".to_string(), content_type.to_string())],
             body: body.to_string(),
             delay: None,
-            drop_connection: false,
-        }
-    }
-
-    /// Closes the connection without answering.
-    pub fn dropped() -> Reply {
-        Reply {
-            drop_connection: true,
-            ..Reply::text(0, "", "")
         }
     }
 
     /// The same reply, sent after `d`.
     pub fn delayed(mut self, d: Duration) -> Reply {
         self.delay = Some(d);
-        self
-    }
-
-    /// Adds a response header.
-    pub fn header(mut self, name: &str, value: &str) -> Reply {
-        self.headers.push((name.to_string(), value.to_string()));
         self
     }
 }
@@ -546,8 +520,7 @@ impl FakeServer {
     ) -> FakeServer {
         let serve: Handler = Arc::new(move |rq, ctx| {
             let reply = handler(rq);
-            let waited = reply.delay.is_none_or(|d| ctx.sleep(d));
-            if !waited || reply.drop_connection {
+            if !reply.delay.is_none_or(|d| ctx.sleep(d)) {
                 return Outcome::Drop;
             }
             Outcome::Respond {
@@ -582,12 +555,10 @@ mod tests {
     use crate::test_client::{call, send};
 
     #[test]
-    fn fake_server_scripts_status_body_headers_delay_and_drop() {
+    fn fake_server_scripts_status_body_and_delay() {
         let server = FakeServer::start(|rq| match rq.path.as_str() {
-            "/html" => Reply::text(502, "text/html", "<html>502 Bad Gateway</html>")
-                .header("X-Proxy", "fly"),
+            "/html" => Reply::text(502, "text/html", "<html>502 Bad Gateway</html>"),
             "/slow" => Reply::json(200, r#"{"slow":true}"#).delayed(Duration::from_millis(800)),
-            "/drop" => Reply::dropped(),
             _ => Reply::json(422, r#"{"status":"error"}"#),
         });
         let r = call(&server.url(), "GET", "/api/v1/query?query=up", None);
@@ -598,8 +569,8 @@ mod tests {
         assert_eq!(r.json()["status"], "error");
         let r = call(&server.url(), "GET", "/html", None);
         assert_eq!(
-            (r.status, r.header("content-type"), r.header("x-proxy")),
-            (502, Some("text/html"), Some("fly"))
+            (r.status, r.header("content-type")),
+            (502, Some("text/html"))
         );
         assert!(r.body.contains("Bad Gateway"));
 
@@ -609,10 +580,8 @@ mod tests {
             let t0 = Instant::now();
             (call(&url, "GET", "/slow", None).status, t0.elapsed())
         });
-        assert!(wait_until(Duration::from_secs(2), || server
-            .requests()
-            .iter()
-            .any(|r| r.path == "/slow")));
+        let slow_seen = || server.requests().iter().any(|r| r.path == "/slow");
+        assert!(wait_until(Duration::from_secs(2), slow_seen));
         let t0 = Instant::now();
         assert_eq!(call(&server.url(), "GET", "/fast", None).status, 422);
         assert!(
@@ -625,20 +594,8 @@ mod tests {
             status == 200 && took >= Duration::from_millis(700),
             "{took:?}"
         );
-
-        assert!(
-            send(
-                &server.url(),
-                "GET",
-                "/drop",
-                &[],
-                None,
-                Duration::from_secs(5)
-            )
-            .is_err()
-        );
         let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
-        assert_eq!(paths, ["/api/v1/query", "/html", "/slow", "/fast", "/drop"]);
+        assert_eq!(paths, ["/api/v1/query", "/html", "/slow", "/fast"]);
     }
 
     #[test]

@@ -125,10 +125,5 @@ fn version_eval_and_serve_once_in_an_empty_root() {
     let env = with(&base, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
     let out = jail.run(&["serve", "--once"], &env);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let started = sim
-        .machines("my-app")
-        .iter()
-        .filter(|m| m.state == "started")
-        .count();
-    assert_eq!(started, 2);
+    assert_eq!(sim.count("my-app", "started"), 2);
 }

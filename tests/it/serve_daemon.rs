@@ -79,21 +79,20 @@ fn scales_up_and_down_as_the_metric_moves() {
     let metric = PromStub::start(0.0);
     let s = serve(&sim, &metric, "my-app", &[]);
     let sim = &sim;
-    let started = |n: usize| {
-        move || {
-            sim.machines("my-app")
-                .iter()
-                .filter(|m| m.state == "started")
-                .count()
-                == n
-        }
-    };
+    let started = |n: usize| move || sim.count("my-app", "started") == n;
     metric.set(3.0);
     s.wait_for("3 started", started(3), Duration::from_secs(10));
     metric.set(10.0);
     s.wait_for("all 4 started", started(4), Duration::from_secs(10));
     metric.set(1.0);
     s.wait_for("1 started", started(1), Duration::from_secs(10));
+    // The counters are final once a later pass has seen the result.
+    let current = || s.sample("fas_machines{app=\"my-app\",state=\"started\"}") == Some(1.0);
+    s.wait_for(
+        "the next pass to see 1 started",
+        current,
+        Duration::from_secs(5),
+    );
     assert!(s.sample("fas_reconcile_count{status=\"start\"}").unwrap() >= 2.0);
     assert!(s.sample("fas_reconcile_count{status=\"stop\"}").unwrap() >= 1.0);
     assert_eq!(
@@ -108,12 +107,6 @@ fn scales_up_and_down_as_the_metric_moves() {
     assert_eq!(
         s.sample("fas_target_machines{app=\"my-app\",state=\"started\",bound=\"min\"}"),
         Some(1.0)
-    );
-    let current = || s.sample("fas_machines{app=\"my-app\",state=\"started\"}") == Some(1.0);
-    s.wait_for(
-        "the next pass to see 1 started",
-        current,
-        Duration::from_secs(5),
     );
     assert_eq!(s.sample("fas_managed_apps"), Some(1.0));
 }
@@ -430,8 +423,11 @@ fn json_logs() {
     let metric = PromStub::start(1.0);
     let s = serve(&sim, &metric, "my-app", &[("FAS_LOG_FORMAT", "json")]);
     s.wait_for(
-        "machine started log",
-        || s.daemon.stderr().contains("\"msg\":\"machine started\""),
+        "the logs of the pass that started the machine",
+        || {
+            let log = s.daemon.stderr();
+            log.contains("\"msg\":\"machine started\"") && log.contains("\"msg\":\"reconciled\"")
+        },
         Duration::from_secs(10),
     );
     for line in s.daemon.stderr().lines() {

@@ -1,7 +1,6 @@
 //! The usual wiring of a `serve` run: a Prometheus stand-in whose answer per app the caller
 //! controls, and the environment that points the autoscaler at it and at the simulator.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,53 +12,43 @@ pub const TOKEN: &str = "fm2_testsecret";
 pub const TOKEN_HEADER: &str = "FlyV1 fm2_testsecret";
 
 #[derive(Default)]
-struct Answers {
-    /// app → value; the empty key is the default.
-    values: HashMap<String, f64>,
+struct Answer {
+    value: f64,
     delay: Option<Duration>,
 }
 
-/// A Prometheus stand-in: the instant query `<app name>` (the scenario's query is
-/// `$APP_NAME`) is answered with the scalar set for that app, any other with the default.
+/// A Prometheus stand-in answering every instant query with one scalar, the metric `q`.
 pub struct PromStub {
     server: FakeServer,
-    answers: Arc<Mutex<Answers>>,
+    answer: Arc<Mutex<Answer>>,
 }
 
 impl PromStub {
-    pub fn start(default: f64) -> PromStub {
-        let answers = Arc::new(Mutex::new(Answers::default()));
-        lock(&answers).values.insert(String::new(), default);
-        let read = Arc::clone(&answers);
-        let server = FakeServer::start(move |rq| {
-            let answers = lock(&read);
-            let app = rq.param("query").unwrap_or_default();
-            let value = answers.values.get(&app).or(answers.values.get("")).copied();
+    pub fn start(value: f64) -> PromStub {
+        let answer = Arc::new(Mutex::new(Answer { value, delay: None }));
+        let read = Arc::clone(&answer);
+        let server = FakeServer::start(move |_| {
+            let answer = lock(&read);
             let body = format!(
                 r#"{{"status":"success","data":{{"resultType":"scalar","result":[1,"{}"]}}}}"#,
-                value.unwrap_or_default()
+                answer.value
             );
             let reply = Reply::json(200, &body);
-            match answers.delay {
+            match answer.delay {
                 Some(d) => reply.delayed(d),
                 None => reply,
             }
         });
-        PromStub { server, answers }
+        PromStub { server, answer }
     }
 
-    /// Sets the value of every app without its own.
     pub fn set(&self, value: f64) {
-        lock(&self.answers).values.insert(String::new(), value);
-    }
-
-    pub fn set_for(&self, app: &str, value: f64) {
-        lock(&self.answers).values.insert(app.to_string(), value);
+        lock(&self.answer).value = value;
     }
 
     /// Answers after `d` (a slow Prometheus).
     pub fn set_delay(&self, d: Duration) {
-        lock(&self.answers).delay = Some(d);
+        lock(&self.answer).delay = Some(d);
     }
 
     pub fn url(&self) -> String {

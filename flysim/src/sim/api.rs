@@ -19,12 +19,16 @@ struct Resp {
 }
 
 impl Resp {
-    fn json(status: u16, v: &Value) -> Resp {
+    fn raw(status: u16, content_type: &str, body: String) -> Resp {
         Resp {
             status,
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            body: v.to_string(),
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body,
         }
+    }
+
+    fn json(status: u16, v: &Value) -> Resp {
+        Resp::raw(status, "application/json", v.to_string())
     }
 
     fn error(status: u16, msg: &str) -> Resp {
@@ -40,14 +44,6 @@ impl Resp {
             200,
             &json!({"data": null, "errors": [{"message": message, "extensions": {"code": code}}]}),
         )
-    }
-
-    fn outcome(self) -> Outcome {
-        Outcome::Respond {
-            status: self.status,
-            headers: self.headers,
-            body: self.body,
-        }
     }
 }
 
@@ -134,47 +130,44 @@ impl Shared {
             return Outcome::Drop;
         }
         let fault = self.state().take_fault(rq);
-        let canned = |status, content_type: &str, body: String| Outcome::Respond {
-            status,
-            headers: vec![("Content-Type".to_string(), content_type.to_string())],
-            body,
-        };
-        match fault {
-            None => self.answer(rq).outcome(),
+        let resp = match fault {
+            None => self.answer(rq),
             Some(Fault::Status {
                 code,
                 body,
                 retry_after,
             }) => {
-                let json = body.trim_start().starts_with(['{', '[']);
-                let content_type = if json {
+                let content_type = if body.trim_start().starts_with(['{', '[']) {
                     "application/json"
                 } else {
                     "text/plain; charset=utf-8"
                 };
-                let mut out = canned(code, content_type, body);
-                if let (Some(ra), Outcome::Respond { headers, .. }) = (retry_after, &mut out) {
-                    headers.push(("Retry-After".to_string(), ra));
-                }
-                out
+                let mut resp = Resp::raw(code, content_type, body);
+                resp.headers
+                    .extend(retry_after.map(|ra| ("Retry-After".to_string(), ra)));
+                resp
             }
-            Some(Fault::MalformedJson) => canned(
-                200,
-                "application/json",
-                r#"{"id": "7814000000, "state": "star"#.to_string(),
-            ),
-            Some(Fault::Hang(d)) if ctx.sleep(d) => self.answer(rq).outcome(),
-            Some(Fault::Hang(_) | Fault::Drop) => Outcome::Drop,
+            Some(Fault::MalformedJson) => {
+                let truncated = r#"{"id": "7814000000, "state": "star"#;
+                Resp::raw(200, "application/json", truncated.to_string())
+            }
+            Some(Fault::Hang(d)) if ctx.sleep(d) => self.answer(rq),
+            Some(Fault::Hang(_) | Fault::Drop) => return Outcome::Drop,
             Some(Fault::DropAfter) => {
                 self.answer(rq);
-                Outcome::Drop
+                return Outcome::Drop;
             }
-            Some(Fault::Redirect { code, location }) => Outcome::Respond {
+            Some(Fault::Redirect { code, location }) => Resp {
                 status: code,
                 headers: vec![("Location".to_string(), location)],
                 body: String::new(),
             },
-            Some(Fault::HugeList(n)) => canned(200, "application/json", huge_list(n)),
+            Some(Fault::HugeList(n)) => Resp::raw(200, "application/json", huge_list(n)),
+        };
+        Outcome::Respond {
+            status: resp.status,
+            headers: resp.headers,
+            body: resp.body,
         }
     }
 

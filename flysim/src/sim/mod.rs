@@ -325,6 +325,13 @@ impl Simulator {
             .unwrap_or_default()
     }
 
+    /// How many of the app's machines are in `state`.
+    pub fn count(&self, app: &str, state: &str) -> usize {
+        let st = self.state();
+        let machines = st.app(app).map_or(&[][..], |a| &a.machines);
+        machines.iter().filter(|m| m.state() == state).count()
+    }
+
     /// What `GET /v1/apps/{app}/machines/{id}` returns now (`None`: 404).
     pub fn machine_json(&self, app: &str, id: &str) -> Option<Value> {
         let st = self.state();

@@ -169,6 +169,10 @@ fn list_and_get_are_shaped_like_the_fixtures() {
     assert_eq!(got.status, 200);
     assert_eq!(got.json(), list[1]);
     assert_eq!(sim.machine_json("my-app", &b), Some(list[1].clone()));
+    assert_eq!(
+        (sim.count("my-app", "stopped"), sim.count("nope", "stopped")),
+        (2, 0)
+    );
     let snap = sim.machines("my-app");
     assert_eq!(snap[1].process_group.as_deref(), Some("worker"));
     assert_eq!(snap[2].process_group, None);
