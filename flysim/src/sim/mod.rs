@@ -1,6 +1,6 @@
 //! A stateful simulator of the Fly Machines REST API, limited to what fly-autoscaler calls,
 //! served over real HTTP on loopback. The wire format follows
-//! `/work/shared/reference/machines-api.md`.
+//! `../shared/reference/machines-api.md`.
 //!
 //! # Endpoints
 //!
