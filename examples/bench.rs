@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use flysim::harness::{
-    self, Daemon, MetricsEndpoint, PromStub, Prometheus, TempDir, autoscaler_env, log_field, tail,
-    wait_until, with,
+    self, Daemon, MetricsEndpoint, PromStub, Prometheus, RUNNING_BILLING, TempDir, Temporal,
+    autoscaler_env, billing_env, log_field, tail, wait_until, with,
 };
 use flysim::{MachineSpec, Simulator};
 
@@ -125,11 +125,12 @@ fn main() -> ExitCode {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut broken = false;
-    let sections: [(&str, Section); 4] = [
+    let sections: [(&str, Section); 5] = [
         ("bulk start", bulk_start_rows),
         ("wildcard apps", wildcard_rows),
         ("serve memory and CPU", daemon_rows),
         ("static binary", static_rows),
+        ("temporal: gRPC vs HTTP API", temporal_rows),
     ];
     for (name, section) in sections {
         progress(&format!("== {name}"));
@@ -848,6 +849,104 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
+// ---------------------------------------------------------------------------------------------
+// 6. Temporal: `eval` over gRPC vs over the HTTP API
+// ---------------------------------------------------------------------------------------------
+
+fn temporal_rows(sizes: &Sizes) -> Vec<Row> {
+    let runs = sizes.static_runs;
+    let program = std::env::var_os("FAS_STATIC_BIN")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .unwrap_or_else(binary);
+    progress("temporal: starting the dev server, 3 running workflows");
+    let t = Temporal::start(&[]);
+    for i in 0..3 {
+        t.start_workflow("default", "billing", &format!("billing-{i}"), "q");
+    }
+    t.wait_for_count("default", RUNNING_BILLING, 3, Duration::from_secs(10));
+    let (grpc_address, http_url) = (t.grpc_address(), t.http_url());
+    let query = "WorkflowType=\"$APP_NAME\"";
+    let grpc_env = billing_env(&grpc_address, query);
+    let http_env = billing_env(&http_url, query);
+    let eval_once = |env: &[(&str, &str)]| {
+        let r = harness::run(&program, &["eval"], env, Duration::from_secs(20));
+        assert_eq!(r.code, Some(0), "eval failed: {}", r.stderr);
+        assert!(
+            r.stdout.contains("\"min\": 3"),
+            "unexpected eval output: {}",
+            r.stdout
+        );
+        r.wall
+    };
+    let count_url = format!("{}/api/v1/namespaces/default/workflow-count", t.http_url());
+    let query_once = || {
+        let started = Instant::now();
+        let (status, body) = harness::http_get(
+            &count_url,
+            &[("query", RUNNING_BILLING)],
+            Duration::from_secs(10),
+        )
+        .expect("count over HTTP");
+        let took = started.elapsed();
+        assert_eq!(status, 200, "{body}");
+        took
+    };
+    progress(&format!(
+        "temporal: `eval` over gRPC × {runs}, over HTTP × {runs}, bare HTTP count × {runs}"
+    ));
+    eval_once(&grpc_env);
+    eval_once(&http_env);
+    query_once();
+    let (mut grpc, mut http, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        grpc.push(eval_once(&grpc_env));
+        http.push(eval_once(&http_env));
+        bare.push(query_once());
+    }
+    let (grpc, http, bare) = (median(&mut grpc), median(&mut http), median(&mut bare));
+    let which = if program == binary() {
+        "release"
+    } else {
+        "static"
+    };
+    vec![
+        row(
+            format!(
+                "6. Temporal {which} `eval` over gRPC (h2c, host:port): wall (median of {runs})"
+            ),
+            format!("{:.2} ms", ms(grpc)),
+            "— (compare with the next row)",
+            "info",
+        ),
+        row(
+            format!(
+                "6. Temporal {which} `eval` over the HTTP API (http://): wall (median of {runs})"
+            ),
+            format!("{:.2} ms", ms(http)),
+            "— (same server, same query)",
+            "info",
+        ),
+        row(
+            "6. gRPC vs HTTP API `eval`",
+            format!(
+                "{:+.2} ms ({:.2}×)",
+                ms(grpc) - ms(http),
+                grpc.as_secs_f64() / http.as_secs_f64().max(1e-9)
+            ),
+            "—",
+            "info",
+        ),
+        row(
+            format!("6. Bare HTTP count from this process, fresh connection (median of {runs})"),
+            format!("{:.2} ms", ms(bare)),
+            "— (network + Temporal)",
+            "info",
+        ),
+    ]
+}
+
 fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
     let headers = ["Measurement", "Value", "Floor / budget", "Ratio / verdict"];
     let cells: Vec<[&str; 4]> = rows
@@ -916,6 +1015,15 @@ fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
              the network row is a bare /api/v1/query of the same PromQL from this process on a fresh \
              connection (median of {n}, interleaved with the evals); peak RSS is GNU `/usr/bin/time \
              -f %M` (ru_maxrss, median of 5); static `serve` rows repeat 3–4 with the musl binary.",
+            n = sizes.static_runs
+        ),
+        format!(
+            "6. A real Temporal dev server (`temporal server start-dev`, 3 running workflows of the \
+             counted type): `eval` of the static binary (release if FAS_STATIC_BIN is unset) with \
+             the same collector, once as a bare gRPC address and once as the HTTP API URL, \
+             interleaved, median of {n} after one warm-up each; every `eval` is a new process, \
+             so each pays its connection set-up (TCP + HTTP/2 preface and SETTINGS, or TCP + \
+             HTTP/1.1).",
             n = sizes.static_runs
         ),
     ];

@@ -67,6 +67,15 @@ pub fn parse_positive(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(nanos as u64))
 }
 
+/// Parses a Go duration that may be zero (controls that are off by default).
+pub fn parse_non_negative(s: &str) -> Result<Duration, String> {
+    let nanos = parse_go_duration(s)?;
+    if nanos < 0 {
+        return Err("must not be negative".to_string());
+    }
+    Ok(Duration::from_nanos(nanos as u64))
+}
+
 /// Formats like Go's `Duration.String()`: `15s`, `1m0s`, `1h30m0s`, `1.5s`, `250ms`.
 pub fn format_go(d: Duration) -> String {
     let nanos = d.as_nanos();

@@ -1,5 +1,6 @@
 //! What every HTTP client here shares: the `ureq` agent settings, deadlines derived from the
-//! reconcile's remaining time, transport error classification and response reading.
+//! reconcile's remaining time, transport error classification, response reading and query
+//! encoding.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -7,9 +8,9 @@ use std::time::{Duration, Instant};
 use ureq::Agent;
 use ureq::tls::TlsConfig;
 
-/// Response bodies larger than this are refused (a machine list of a very large app is a few
-/// MB; anything bigger is a misbehaving server).
-const MAX_BODY: u64 = 64 * 1024 * 1024;
+/// Buffered response bodies larger than this are refused (machine lists, the only large
+/// bodies, are read as a stream and bounded by their number of machines).
+const MAX_BODY: u64 = 16 * 1024 * 1024;
 
 pub const USER_AGENT: &str = concat!("fly-autoscaler-rs/", env!("CARGO_PKG_VERSION"));
 
@@ -31,12 +32,28 @@ impl Deadline {
     }
 }
 
+/// What a client does with a 3xx answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redirects {
+    /// Returned as they are: the Machines and GraphQL APIs never redirect, so acting on
+    /// another host's answer would be acting on someone else's data.
+    Refuse,
+    /// Followed (metric sources behind a proxy), never carrying `Authorization` along.
+    FollowWithoutCredentials,
+}
+
 /// A new agent: status codes are returned, not turned into errors (their bodies carry the
 /// API's message); server certificates are verified against bundled roots (no CA files needed
 /// in a scratch image) unless `tls` says otherwise.
-pub fn agent(tls: Option<TlsConfig>) -> Agent {
+pub fn agent(tls: Option<TlsConfig>, redirects: Redirects) -> Agent {
+    let max_redirects = match redirects {
+        Redirects::Refuse => 0,
+        Redirects::FollowWithoutCredentials => 5,
+    };
     let mut config = Agent::config_builder()
         .http_status_as_error(false)
+        .max_redirects(max_redirects)
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
         .user_agent(USER_AGENT)
         .max_idle_connections_per_host(64)
         // ureq's 128 KiB per direction and pooled connection dominated memory with many
@@ -71,33 +88,37 @@ impl fmt::Display for Transport {
     }
 }
 
+impl std::error::Error for Transport {}
+
 impl From<ureq::Error> for Transport {
     fn from(e: ureq::Error) -> Transport {
-        use std::io::ErrorKind;
         match e {
             ureq::Error::Timeout(_) => Transport::Timeout,
             ureq::Error::HostNotFound => Transport::NotConnected("host not found".to_string()),
             ureq::Error::ConnectionFailed => {
                 Transport::NotConnected("connection failed".to_string())
             }
-            ureq::Error::Io(io)
-                if matches!(
-                    io.kind(),
-                    ErrorKind::ConnectionRefused
-                        | ErrorKind::AddrNotAvailable
-                        | ErrorKind::NotFound
-                ) =>
-            {
-                Transport::NotConnected(io.to_string())
-            }
-            ureq::Error::Io(io) if io.kind() == ErrorKind::TimedOut => Transport::Timeout,
-            // rustls handshake failures arrive as I/O errors: the request was never sent.
-            ureq::Error::Io(io) if is_tls_failure(&io.to_string()) => {
-                Transport::NotConnected(format!("TLS handshake failed: {io}"))
-            }
+            ureq::Error::Io(io) => Transport::from_io(io),
             ureq::Error::Tls(m) => Transport::NotConnected(format!("TLS: {m}")),
             ureq::Error::Rustls(e) => Transport::NotConnected(format!("TLS: {e}")),
             other => Transport::Broken(other.to_string()),
+        }
+    }
+}
+
+impl Transport {
+    pub fn from_io(io: std::io::Error) -> Transport {
+        use std::io::ErrorKind;
+        match io.kind() {
+            ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable | ErrorKind::NotFound => {
+                Transport::NotConnected(io.to_string())
+            }
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => Transport::Timeout,
+            // rustls handshake failures arrive as I/O errors: the request was never sent.
+            _ if is_tls_failure(&io.to_string()) => {
+                Transport::NotConnected(format!("TLS handshake failed: {io}"))
+            }
+            _ => Transport::Broken(io.to_string()),
         }
     }
 }
@@ -109,10 +130,13 @@ fn is_tls_failure(message: &str) -> bool {
 }
 
 /// A response read in full.
+#[derive(Debug, Default)]
 pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub retry_after: Option<String>,
+    /// Where a 3xx answer points.
+    pub location: Option<String>,
     pub body: String,
 }
 
@@ -140,6 +164,11 @@ impl Reply {
         }
         format!("{:?}", cut)
     }
+
+    /// `Location` for messages: quoted, so it stays one line whatever it holds.
+    pub fn shown_location(&self) -> String {
+        format!("{:?}", self.location.as_deref().unwrap_or(""))
+    }
 }
 
 /// Sends a request (built by `send` with the time left as its timeout) and reads the reply.
@@ -147,8 +176,20 @@ pub fn exchange(
     deadline: Deadline,
     send: impl FnOnce(Duration) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
 ) -> Result<Reply, Transport> {
+    read_reply(start(deadline, send)?)
+}
+
+/// Sends a request built by `send` with the time left as its timeout; the body is not read.
+pub fn start(
+    deadline: Deadline,
+    send: impl FnOnce(Duration) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<ureq::http::Response<ureq::Body>, Transport> {
     let remaining = deadline.remaining().ok_or(Transport::Timeout)?;
-    let mut response = send(remaining)?;
+    Ok(send(remaining)?)
+}
+
+/// Reads a response's headers of interest and its body (up to the buffered-body limit).
+pub fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, Transport> {
     let header = |name: &str| {
         response
             .headers()
@@ -158,6 +199,7 @@ pub fn exchange(
     };
     let content_type = header("content-type").unwrap_or_default();
     let retry_after = header("retry-after");
+    let location = header("location");
     let status = response.status().as_u16();
     let body = response
         .body_mut()
@@ -169,8 +211,22 @@ pub fn exchange(
         status,
         content_type,
         retry_after,
+        location,
         body,
     })
+}
+
+/// Percent-encodes a query value.
+pub fn encode_query_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A URL for messages: user and password are removed.
@@ -220,8 +276,8 @@ mod tests {
         let r = Reply {
             status: 502,
             content_type: "text/html".into(),
-            retry_after: None,
             body: "<html><head><title>502 Bad\n Gateway</title></head><body>x</body></html>".into(),
+            ..Reply::default()
         };
         assert_eq!(r.excerpt(), "\"502 Bad Gateway\"");
         let long = Reply {
@@ -229,6 +285,12 @@ mod tests {
             ..r
         };
         assert!(long.excerpt().chars().count() < 130);
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode_query_value("my-org_1.x~"), "my-org_1.x~");
+        assert_eq!(encode_query_value("a b&c=\"d\""), "a%20b%26c%3D%22d%22");
     }
 
     #[test]

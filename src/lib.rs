@@ -2,22 +2,31 @@
 //! Go `fly-autoscaler`.
 //!
 //! Data flows one way: `cmd` → `pool` → `reconcile` → {`collector`, `expr`, `machines`,
-//! `plan`}; `telemetry` is written by `reconcile`/`pool` and read by its HTTP thread.
+//! `plan`}; `wire` (the Machines API's vocabulary) lies below both `machines` and `plan`;
+//! `telemetry` is written by `reconcile`/`pool` and read by its HTTP thread. Only what the
+//! binary needs is public.
 
-pub mod auth;
-pub mod cmd;
-pub mod collector;
-pub mod config;
-pub mod duration;
-pub mod expand;
-pub mod expr;
-pub mod http;
-pub mod logging;
-pub mod machines;
-pub mod plan;
-pub mod pool;
-pub mod reconcile;
-pub mod release;
-pub mod secret;
-pub mod telemetry;
-pub mod wildcard;
+mod auth;
+mod clock;
+mod cmd;
+mod collector;
+mod config;
+mod duration;
+mod expand;
+mod expr;
+mod grpc;
+mod http;
+mod logging;
+mod machines;
+mod plan;
+mod pool;
+mod queue;
+mod reconcile;
+mod release;
+mod secret;
+mod telemetry;
+mod wildcard;
+mod wire;
+
+pub use cmd::{ServeOptions, eval, serve, version_line};
+pub use logging::{install_panic_hook, one_line};

@@ -5,8 +5,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use fly_autoscaler::cmd;
-
 const USAGE: &str = "\
 fly-autoscaler is a metrics-based autoscaler for Fly Machines. It collects
 metrics, evaluates your expressions into target machine counts, and creates,
@@ -66,24 +64,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        let at = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        eprintln!("ERROR: internal error: {}{at}", one_line(&msg));
-    }));
+    fly_autoscaler::install_panic_hook();
     let args: Vec<OsString> = std::env::args_os().skip(1).map(go_style_flag).collect();
     let command = match parse(args) {
         Ok(c) => c,
         Err(msg) => {
-            eprintln!("ERROR: {}", one_line(&msg));
+            eprintln!("ERROR: {}", fly_autoscaler::one_line(&msg));
             return ExitCode::from(2);
         }
     };
@@ -93,15 +79,15 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Command::Version => {
-            println!("{}", cmd::version_line());
+            println!("{}", fly_autoscaler::version_line());
             Ok(true)
         }
-        Command::Eval { config } => cmd::eval::run(config.as_deref()).map(|()| true),
+        Command::Eval { config } => fly_autoscaler::eval(config.as_deref()).map(|()| true),
         Command::Serve {
             config,
             once,
             dry_run,
-        } => cmd::serve::run(&cmd::serve::Options {
+        } => fly_autoscaler::serve(&fly_autoscaler::ServeOptions {
             config: config.as_deref(),
             once,
             dry_run,
@@ -111,7 +97,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(msg) => {
-            eprintln!("ERROR: {}", one_line(&msg));
+            eprintln!("ERROR: {}", fly_autoscaler::one_line(&msg));
             ExitCode::from(1)
         }
     }
@@ -187,8 +173,4 @@ fn parse(args: Vec<OsString>) -> Result<Command, String> {
     } else {
         Command::Eval { config }
     })
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

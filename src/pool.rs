@@ -13,9 +13,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::http::Deadline;
-use crate::reconcile::{AppState, Outcome, Reconciler};
+use crate::logging;
+use crate::queue::WorkQueue;
+use crate::reconcile::{AppState, Reconciler};
 use crate::wildcard;
+
+/// A busy app's skipped ticks are logged at most this often.
+const SKIP_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// A stop request shared by the signal handler, the scheduler and the workers.
 #[derive(Default)]
@@ -56,15 +60,13 @@ pub struct Apps {
 }
 
 impl Apps {
-    /// The current app names: the name itself, or the org's apps matching the pattern.
+    /// The current app names, each once: the name itself, or the org's apps matching the
+    /// pattern.
     fn resolve(&self, reconciler: &Reconciler) -> Result<Vec<String>, String> {
         if !wildcard::is_pattern(&self.name) {
             return Ok(vec![self.name.clone()]);
         }
-        let all = reconciler
-            .machines
-            .list_org_apps(&self.org, Deadline::after(reconciler.timeout))
-            .map_err(|e| e.to_string())?;
+        let all = reconciler.org_apps(&self.org).map_err(|e| e.to_string())?;
         Ok(all
             .into_iter()
             .filter(|a| wildcard::matches(&self.name, a))
@@ -77,6 +79,8 @@ struct Slot {
     busy: AtomicBool,
     active: AtomicBool,
     state: Mutex<AppState>,
+    /// When a skipped tick was last logged.
+    skip_logged: Mutex<Option<Instant>>,
 }
 
 struct Job {
@@ -86,7 +90,7 @@ struct Job {
 
 /// The worker threads; each reports the result of every job on `results`.
 struct Workers {
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Arc<WorkQueue<Job>>,
     done: mpsc::Receiver<()>,
     count: usize,
 }
@@ -97,13 +101,12 @@ impl Workers {
         reconciler: &Arc<Reconciler>,
         shutdown: &Arc<Shutdown>,
         results: mpsc::Sender<(String, bool)>,
-    ) -> Workers {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
+    ) -> Result<Workers, String> {
+        let jobs = Arc::new(WorkQueue::new(usize::MAX));
         let (done_tx, done) = mpsc::channel();
         for i in 0..count {
-            let (queue, reconciler, shutdown, results, done_tx) = (
-                Arc::clone(&queue),
+            let (jobs, reconciler, shutdown, results, done_tx) = (
+                Arc::clone(&jobs),
                 Arc::clone(reconciler),
                 Arc::clone(shutdown),
                 results.clone(),
@@ -112,35 +115,16 @@ impl Workers {
             thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
-                    loop {
-                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(job) = job else { break };
-                        let ok = if shutdown.is_requested() || !job.slot.active.load(Ordering::SeqCst) {
-                            log::debug!(app = job.app.as_str(); "reconcile not started: shutting down or app removed");
-                            false
-                        } else {
-                            // A bug in one reconcile must not take a worker (and its app) down.
-                            let run = || reconciler.reconcile(&job.app, &job.slot.state);
-                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-                                Ok(result) => matches!(
-                                    result,
-                                    Ok(Outcome::Applied { failed: 0, .. } | Outcome::DeployInProgress)
-                                ),
-                                Err(_) => false,
-                            }
-                        };
+                    while let Some(job) = jobs.pop() {
+                        let ok = run_job(&job, &reconciler, &shutdown);
                         job.slot.busy.store(false, Ordering::SeqCst);
                         let _ = results.send((job.app, ok));
                     }
                     let _ = done_tx.send(());
                 })
-                .expect("spawning a worker thread");
+                .map_err(|e| format!("cannot start worker threads (concurrency {count}): {e}"))?;
         }
-        Workers {
-            jobs: Some(jobs),
-            done,
-            count,
-        }
+        Ok(Workers { jobs, done, count })
     }
 
     /// Queues `app` unless its previous reconcile is still pending; false if skipped.
@@ -148,19 +132,17 @@ impl Workers {
         if slot.busy.swap(true, Ordering::SeqCst) {
             return false;
         }
-        if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(Job {
-                app: app.to_string(),
-                slot: Arc::clone(slot),
-            });
-        }
+        let _ = self.jobs.push(Job {
+            app: app.to_string(),
+            slot: Arc::clone(slot),
+        });
         true
     }
 
     /// Lets queued work drain and waits for the workers, up to `grace`. Returns whether they
     /// all finished in time.
-    fn finish(mut self, grace: Duration) -> bool {
-        self.jobs = None;
+    fn finish(self, grace: Duration) -> bool {
+        self.jobs.close();
         let deadline = Instant::now() + grace;
         for _ in 0..self.count {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -172,11 +154,30 @@ impl Workers {
     }
 }
 
+/// One reconcile; true if it succeeded. A panic (a bug) is caught, logged as one error
+/// record and counted, and the app is tried again next tick.
+fn run_job(job: &Job, reconciler: &Reconciler, shutdown: &Shutdown) -> bool {
+    if shutdown.is_requested() || !job.slot.active.load(Ordering::SeqCst) {
+        log::debug!(app = job.app.as_str(); "reconcile not started: shutting down or app removed");
+        return false;
+    }
+    match logging::catch_panic(|| reconciler.reconcile(&job.app, &job.slot.state)) {
+        Ok(result) => result.is_ok_and(|outcome| outcome.is_clean()),
+        Err(panic) => {
+            reconciler.telemetry().panicked(&job.app);
+            log::error!(app = job.app.as_str(), err:% = panic;
+                "reconciliation failed with an internal error (a bug; please report it)");
+            false
+        }
+    }
+}
+
 fn new_slot() -> Arc<Slot> {
     Arc::new(Slot {
         busy: AtomicBool::new(false),
         active: AtomicBool::new(true),
         state: Mutex::new(AppState::default()),
+        skip_logged: Mutex::new(None),
     })
 }
 
@@ -191,20 +192,26 @@ pub fn run_once(
     let names = match apps.resolve(&reconciler) {
         Ok(names) => names,
         Err(e) => {
-            log::error!("app list update failed: {e}");
+            log::error!(err:% = e; "app list update failed");
             return false;
         }
     };
     if names.is_empty() {
         log::warn!(pattern = apps.name.as_str(); "no app matches; nothing to reconcile");
     }
-    reconciler.telemetry.managed_apps(names.len());
+    reconciler.telemetry().managed_apps(names.len());
     let (results_tx, results) = mpsc::channel();
-    let workers = Workers::start(concurrency.max(1), &reconciler, shutdown, results_tx);
+    let workers = match Workers::start(concurrency.max(1), &reconciler, shutdown, results_tx) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("{e}");
+            return false;
+        }
+    };
     for name in &names {
         workers.submit(name, &new_slot());
     }
-    let finished = workers.finish(reconciler.timeout + Duration::from_secs(5));
+    let finished = workers.finish(reconciler.timeout() + Duration::from_secs(5));
     let ok = results.try_iter().filter(|(_, ok)| *ok).count();
     finished && ok == names.len()
 }
@@ -218,10 +225,10 @@ pub fn run(
     interval: Duration,
     shutdown: &Arc<Shutdown>,
     grace: Duration,
-) {
+) -> Result<(), String> {
     let (results_tx, results) = mpsc::channel();
-    let workers = Workers::start(concurrency.max(1), &reconciler, shutdown, results_tx);
-    let telemetry = Arc::clone(&reconciler.telemetry);
+    let workers = Workers::start(concurrency.max(1), &reconciler, shutdown, results_tx)?;
+    let telemetry = Arc::clone(reconciler.telemetry());
     let mut slots: BTreeMap<String, Arc<Slot>> = BTreeMap::new();
     let mut next_tick = Instant::now();
     let mut next_refresh = Instant::now();
@@ -237,8 +244,13 @@ pub fn run(
         if now >= next_tick {
             for (app, slot) in &slots {
                 if !workers.submit(app, slot) {
-                    log::warn!(app = app.as_str(); "previous reconcile still running, skipping this tick");
                     telemetry.tick_skipped(app, "busy");
+                    let mut logged = slot.skip_logged.lock().unwrap_or_else(|e| e.into_inner());
+                    if logged.is_none_or(|t| t.elapsed() >= SKIP_LOG_EVERY) {
+                        log::warn!(app = app.as_str();
+                            "previous reconcile still running, skipping this tick");
+                        *logged = Some(Instant::now());
+                    }
                 }
             }
             // Late ticks are dropped, not queued: the next one is a whole interval away.
@@ -257,6 +269,7 @@ pub fn run(
     if !workers.finish(grace) {
         log::warn!(grace_s = grace.as_secs(); "reconciles still running after the shutdown grace period; exiting anyway");
     }
+    Ok(())
 }
 
 /// Brings `slots` in line with the current app list; on failure the last list is kept.
@@ -264,7 +277,7 @@ fn refresh(reconciler: &Reconciler, apps: &Apps, slots: &mut BTreeMap<String, Ar
     let names = match apps.resolve(reconciler) {
         Ok(names) => names,
         Err(e) => {
-            log::error!("app list update failed, keeping the last list: {e}");
+            log::error!(err:% = e; "app list update failed");
             return;
         }
     };
@@ -273,7 +286,7 @@ fn refresh(reconciler: &Reconciler, apps: &Apps, slots: &mut BTreeMap<String, Ar
         if !keep {
             log::info!(app = app.as_str(); "app no longer matches, stopped managing it");
             slot.active.store(false, Ordering::SeqCst);
-            reconciler.telemetry.forget_app(app);
+            reconciler.telemetry().forget_app(app);
         }
         keep
     });
@@ -283,7 +296,7 @@ fn refresh(reconciler: &Reconciler, apps: &Apps, slots: &mut BTreeMap<String, Ar
             new_slot()
         });
     }
-    reconciler.telemetry.managed_apps(slots.len());
+    reconciler.telemetry().managed_apps(slots.len());
 }
 
 #[cfg(test)]
@@ -301,7 +314,6 @@ mod tests {
                 (woke, started.elapsed())
             })
         };
-        thread::sleep(Duration::from_millis(20));
         s.request();
         let (woke, took) = waiter.join().unwrap();
         assert!(woke);

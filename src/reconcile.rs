@@ -1,64 +1,110 @@
-//! One app, end to end: deploy guard → collect → targets → list → plan → apply, all inside one
-//! deadline. Apply carries the plan out with bounded parallelism and per-machine error
-//! isolation; it decides nothing itself.
+//! One app, end to end: deploy guard → collect → targets → list → per process group: scale
+//! controls → plan → apply, all inside one deadline. One machine list per app per cycle; each
+//! group is planned on its own machines, and the groups' actions run at the same time within
+//! the app's `action-concurrency`. An error in one group does not stop the others.
+
+mod apply;
+mod platform;
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::collector::{self, CollectError, Collector};
-use crate::expr::{TargetError, TargetExprs};
+pub use apply::Tally;
+pub use platform::{Fly, Platform};
+
+use crate::clock::{self, Stamp};
+use crate::collector::CollectError;
+use crate::config::{Config, GroupConfig};
+use crate::expr::{MetricValues, TargetError, TargetExprs};
 use crate::http::Deadline;
-use crate::machines::{ApiError, MachinesClient};
-use crate::plan::{self, Action, Plan, Policy};
-use crate::release::ReleaseClient;
-use crate::telemetry::{MachineOp, Telemetry};
+use crate::machines::ApiError;
+use crate::plan::controls::{self, Controls, FallbackChange, Memory};
+use crate::plan::{self, Action, Plan, Policy, TargetCounts};
+use crate::release::ReleaseError;
+pub use crate::telemetry::Scope;
+use crate::telemetry::Telemetry;
+use crate::wire::Machine;
+use apply::{Apply, Permits};
 
 /// Everything needed to reconcile any app; shared by all workers.
 pub struct Reconciler {
-    pub machines: MachinesClient,
-    /// `None` when the deploy guard is off.
-    pub releases: Option<ReleaseClient>,
-    pub collectors: Vec<Box<dyn Collector>>,
-    pub targets: TargetExprs,
-    pub process_group: String,
-    pub regions: Vec<String>,
-    pub skip_launch: bool,
-    pub timeout: Duration,
-    pub action_concurrency: usize,
+    platform: Box<dyn Platform>,
+    groups: Vec<Group>,
+    /// With `process-groups`, per-group series and log lines carry the group's name.
+    labeled: bool,
+    timeout: Duration,
+    interval: Duration,
+    action_concurrency: usize,
+    max_machines: usize,
+    time_offset: i32,
     /// How long a failing release check may hold scaling back before it is ignored.
-    pub deploy_guard_fail_open_after: Duration,
+    deploy_guard_fail_open_after: Duration,
     /// Plan and log, but change nothing.
-    pub dry_run: bool,
-    pub telemetry: Arc<Telemetry>,
+    dry_run: bool,
+    telemetry: Arc<Telemetry>,
+    /// Whether "the window is filling" was logged (once per process).
+    filling_logged: AtomicBool,
+}
+
+/// One process group: its expressions and settings.
+struct Group {
+    name: String,
+    targets: TargetExprs,
+    config: GroupConfig,
+    controls: Controls,
 }
 
 /// What one app carries from one reconcile to the next.
 #[derive(Debug, Default)]
 pub struct AppState {
-    /// Next position in `regions` (per app, unlike the Go program's per-worker counter).
-    pub region_cursor: usize,
     /// Since when the release check has been failing.
     release_check_failing_since: Option<Instant>,
+    /// Per group, in the reconciler's order.
+    groups: Vec<GroupState>,
+    /// Whether the stabilization windows were filled from history.
+    prefilled: bool,
 }
 
-/// How a reconcile ended when nothing went wrong.
+#[derive(Debug, Default)]
+struct GroupState {
+    /// Next position in `regions` (per app, unlike the Go program's per-worker counter).
+    region_cursor: usize,
+    memory: Memory,
+}
+
+/// How a reconcile ended when nothing went wrong before the groups were planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The plan was carried out; `failed` machine operations failed.
+    /// The plans were carried out; `action` is the first group's (the Go program's label).
     Applied {
         action: &'static str,
-        ok: usize,
-        failed: usize,
+        tally: Tally,
+        /// Groups whose targets or plan failed.
+        failed_groups: usize,
     },
     /// A release is in progress; nothing was done.
     DeployInProgress,
 }
 
+impl Outcome {
+    /// Whether every group planned and every machine operation is known to have succeeded.
+    pub fn is_clean(&self) -> bool {
+        match self {
+            Outcome::Applied {
+                tally,
+                failed_groups,
+                ..
+            } => tally.failed == 0 && tally.unknown == 0 && *failed_groups == 0,
+            Outcome::DeployInProgress => true,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum ReconcileError {
-    ReleaseCheck(String),
+    ReleaseCheck(ReleaseError),
     Metrics(CollectError),
     Targets(TargetError),
     ListMachines(ApiError),
@@ -66,55 +112,160 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// A word for metrics labels; any error that is a timeout is `timeout`.
     pub fn kind(&self) -> &'static str {
         match self {
+            ReconcileError::ReleaseCheck(e) if e.is_timeout() => "timeout",
+            ReconcileError::Metrics(e) if e.error.is_timeout() => "timeout",
+            ReconcileError::ListMachines(e) if e.is_timeout() => "timeout",
             ReconcileError::ReleaseCheck(_) => "release_check",
             ReconcileError::Metrics(_) => "metrics",
             ReconcileError::Targets(_) => "expression",
-            ReconcileError::ListMachines(e) if e.is_timeout() => "timeout",
             ReconcileError::ListMachines(_) => "list_machines",
             ReconcileError::NoCloneSource => "no_clone_source",
+        }
+    }
+
+    /// The Go program's log message for this failure.
+    pub fn message(&self) -> &'static str {
+        match self {
+            ReconcileError::ReleaseCheck(_) => "get current release failed",
+            ReconcileError::Metrics(_) => "metrics collection failed",
+            _ => "reconciliation failed",
+        }
+    }
+
+    /// What went wrong, without the message (the Go program's `err` attribute).
+    pub fn cause(&self) -> &dyn fmt::Display {
+        match self {
+            ReconcileError::ReleaseCheck(e) => e,
+            ReconcileError::Metrics(e) => e,
+            ReconcileError::Targets(e) => e,
+            ReconcileError::ListMachines(e) => e,
+            ReconcileError::NoCloneSource => &"no machine available to clone for scale up",
         }
     }
 }
 
 impl fmt::Display for ReconcileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.message(), self.cause())
+    }
+}
+
+impl std::error::Error for ReconcileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ReconcileError::ReleaseCheck(e) => write!(f, "get current release failed: {e}"),
-            ReconcileError::Metrics(e) => write!(f, "metrics collection failed: {e}"),
-            ReconcileError::Targets(e) => write!(f, "{e}"),
-            ReconcileError::ListMachines(e) => write!(f, "{e}"),
-            ReconcileError::NoCloneSource => {
-                f.write_str("no machine available to clone for scale up")
-            }
+            ReconcileError::ReleaseCheck(e) => Some(e),
+            ReconcileError::Metrics(e) => Some(e),
+            ReconcileError::Targets(e) => Some(e),
+            ReconcileError::ListMachines(e) => Some(e),
+            ReconcileError::NoCloneSource => None,
         }
     }
 }
 
-impl std::error::Error for ReconcileError {}
+/// What every group's plan starts from.
+struct Inputs<'a> {
+    /// The cycle's metrics (with the time variables), or why there are none.
+    metrics: Result<&'a MetricValues, &'a CollectError>,
+    machines: &'a [Machine],
+    now: Stamp,
+    deadline: Deadline,
+}
+
+/// One group's plan, ready to apply.
+struct Planned {
+    plan: Plan,
+    raw: TargetCounts,
+    effective: TargetCounts,
+    held: Vec<controls::Held>,
+}
 
 impl Reconciler {
-    /// Reconciles `app` once. Errors before apply mean nothing was changed.
+    /// `groups` are the config's groups with their compiled expressions, in order.
+    pub fn new(
+        config: &Config,
+        groups: Vec<(String, TargetExprs)>,
+        platform: Box<dyn Platform>,
+        telemetry: Arc<Telemetry>,
+        dry_run: bool,
+    ) -> Reconciler {
+        let groups = config
+            .groups()
+            .into_iter()
+            .zip(groups)
+            .map(|((name, config), (_, targets))| Group {
+                name: name.to_string(),
+                targets,
+                controls: Controls::from(config),
+                config: config.clone(),
+            })
+            .collect();
+        Reconciler {
+            platform,
+            groups,
+            labeled: !config.process_groups.is_empty(),
+            timeout: config.timeout,
+            interval: config.interval,
+            action_concurrency: config.action_concurrency,
+            max_machines: config.max_machines,
+            time_offset: config.time_offset,
+            deploy_guard_fail_open_after: config.deploy_guard_fail_open_after,
+            dry_run,
+            telemetry,
+            filling_logged: AtomicBool::new(false),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// The organization's app names, within one timeout.
+    pub fn org_apps(&self, org: &str) -> Result<Vec<String>, ApiError> {
+        self.platform.org_apps(org, Deadline::after(self.timeout))
+    }
+
+    fn scope<'a>(&'a self, app: &'a str, group: &'a Group) -> Scope<'a> {
+        Scope {
+            app,
+            group: self.labeled.then_some(group.name.as_str()),
+        }
+    }
+
+    /// Reconciles `app` once. Errors mean nothing was changed.
     pub fn reconcile(&self, app: &str, state: &Mutex<AppState>) -> Result<Outcome, ReconcileError> {
         let started = Instant::now();
-        let result = self.reconcile_inner(app, state, started);
-        let took = started.elapsed();
+        let mut state = lock(state);
+        state
+            .groups
+            .resize_with(self.groups.len(), GroupState::default);
+        let result = self.reconcile_inner(app, &mut state, started);
+        self.telemetry.observe_duration(started.elapsed());
+        let who = Scope { app, group: None };
         match &result {
-            Ok(Outcome::Applied { action, .. }) => self.telemetry.reconciled(app, action, took),
             Ok(Outcome::DeployInProgress) => self.telemetry.tick_skipped(app, "deploy_in_progress"),
-            Err(e) => {
-                self.telemetry.reconcile_failed(app, e.kind(), took);
-                log::error!(app, kind = e.kind(), took_ms = took.as_millis() as u64; "reconciliation failed: {e}");
-            }
+            Ok(Outcome::Applied { .. }) => {}
+            Err(e) => self.failed(who, e, started),
         }
         result
+    }
+
+    fn failed(&self, who: Scope, e: &ReconcileError, started: Instant) {
+        self.telemetry.reconcile_failed(who, e.kind());
+        log::error!(app = who.app, process_group = who.group, err:% = e.cause(), kind = e.kind(),
+            took_ms = started.elapsed().as_millis() as u64; "{}", e.message());
     }
 
     fn reconcile_inner(
         &self,
         app: &str,
-        state: &Mutex<AppState>,
+        state: &mut AppState,
         started: Instant,
     ) -> Result<Outcome, ReconcileError> {
         let deadline = Deadline::after(self.timeout);
@@ -122,46 +273,274 @@ impl Reconciler {
             log::warn!(app; "release in progress, skipping reconciliation");
             return Ok(Outcome::DeployInProgress);
         }
-        let metrics = collector::collect_all(&self.collectors, app, deadline)
-            .map_err(ReconcileError::Metrics)?;
-        for (name, value) in &metrics {
-            self.telemetry.metric_value(app, name, *value);
+        let now = clock::now();
+        let metrics = self.platform.collect(app, deadline).map(|mut m| {
+            for (name, value) in &m {
+                self.telemetry.metric_value(app, name, *value);
+            }
+            clock::add_time_variables(&mut m, now, self.time_offset);
+            m
+        });
+        if !state.prefilled {
+            self.prefill(app, state, now, deadline);
         }
-        let targets = self
-            .targets
-            .evaluate(&metrics)
-            .map_err(ReconcileError::Targets)?;
-        self.telemetry.targets(app, &targets);
+        if let Err(e) = &metrics {
+            if self.groups.iter().all(|g| g.controls.fallback.is_none()) {
+                return Err(ReconcileError::Metrics(e.clone()));
+            }
+            log::warn!(app, err:% = e; "metrics collection failed");
+        }
         let machines = self
-            .machines
-            .list_machines(app, deadline)
+            .platform
+            .list(app, deadline)
             .map_err(ReconcileError::ListMachines)?;
-        let region_cursor = lock(state).region_cursor;
-        let plan = plan::plan(
-            &targets,
-            &machines,
-            &Policy {
-                process_group: &self.process_group,
-                regions: &self.regions,
-                region_cursor,
-                skip_launch: self.skip_launch,
-            },
+
+        let mut planned = Vec::with_capacity(self.groups.len());
+        let mut failed_groups = 0;
+        for (group, group_state) in self.groups.iter().zip(&mut state.groups) {
+            let inputs = Inputs {
+                metrics: metrics.as_ref(),
+                machines: &machines,
+                now,
+                deadline,
+            };
+            match self.plan_group(app, group, group_state, &inputs) {
+                Ok(p) => planned.push(Some(p)),
+                Err(e) => {
+                    failed_groups += 1;
+                    self.failed(self.scope(app, group), &e, started);
+                    planned.push(None);
+                }
+            }
+        }
+        let permits = Permits::new(self.action_concurrency);
+        let suspend_refused = Mutex::new(false);
+        let tallies: Vec<Tally> = std::thread::scope(|s| {
+            let runs: Vec<_> = self
+                .groups
+                .iter()
+                .zip(&planned)
+                .map(|(group, p)| {
+                    let p = p.as_ref()?;
+                    if self.dry_run || p.plan.action == Action::None {
+                        return None;
+                    }
+                    let apply = Apply {
+                        platform: self.platform.as_ref(),
+                        telemetry: &self.telemetry,
+                        who: self.scope(app, group),
+                        deadline,
+                        permits: &permits,
+                        machines: &machines,
+                        suspend_refused: &suspend_refused,
+                    };
+                    Some(s.spawn(move || apply.run(&p.plan.action, p.plan.shortfall())))
+                })
+                .collect();
+            runs.into_iter()
+                .map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default())
+                .collect()
+        });
+
+        let mut total = Tally::default();
+        let mut first_action = None;
+        for (((group, group_state), p), tally) in self
+            .groups
+            .iter()
+            .zip(&mut state.groups)
+            .zip(&planned)
+            .zip(&tallies)
+        {
+            let Some(p) = p else { continue };
+            let action = action_label(&p.plan.action);
+            first_action.get_or_insert(action);
+            if let Some(direction) = p.plan.action.direction() {
+                if self.dry_run || tally.ok > 0 {
+                    group_state.memory.acted(direction, now);
+                }
+            }
+            if let Action::Create(l) = &p.plan.action {
+                if !self.dry_run && !group.config.regions.is_empty() {
+                    group_state.region_cursor += l.regions.len();
+                }
+            }
+            self.telemetry.reconciled(self.scope(app, group), action);
+            self.log_reconciled(app, group, p, tally, started);
+            total.ok += tally.ok;
+            total.failed += tally.failed;
+            total.unknown += tally.unknown;
+        }
+        Ok(Outcome::Applied {
+            action: first_action.unwrap_or("no_scale"),
+            tally: total,
+            failed_groups,
+        })
+    }
+
+    /// Targets, scale controls and plan of one group.
+    fn plan_group(
+        &self,
+        app: &str,
+        group: &Group,
+        state: &mut GroupState,
+        inputs: &Inputs,
+    ) -> Result<Planned, ReconcileError> {
+        let who = self.scope(app, group);
+        let Inputs {
+            machines,
+            now,
+            deadline,
+            ..
+        } = *inputs;
+        let raw = match inputs.metrics {
+            Ok(m) => self.targets(group, m).map_err(ReconcileError::Targets),
+            Err(e) => Err(ReconcileError::Metrics(e.clone())),
+        };
+        let config = &group.config;
+        let mut policy = Policy {
+            process_group: &group.name,
+            regions: &config.regions,
+            region_cursor: state.region_cursor,
+            initial_state: config.initial_state(),
+            max_machines: self.max_machines,
+            max_scale_up: config.max_scale_up,
+            max_scale_down: config.max_scale_down,
+            stop_order: config.stop_order,
+            stop_priority: None,
+            scale_down_method: config.scale_down_method,
+        };
+        // The counts the controls weigh the targets against.
+        let current = plan::plan(&TargetCounts::default(), machines, &policy).current;
+        let decision = controls::decide(&group.controls, &mut state.memory, now, raw, &current);
+        self.telemetry
+            .fallback_active(who, state.memory.in_fallback(&group.controls));
+        let decision = decision?;
+        match decision.fallback_change {
+            Some(FallbackChange::Entered) => log::warn!(app, process_group = who.group;
+                "metrics failing, scaling to the fallback counts until a collection succeeds"),
+            Some(FallbackChange::Left) => log::warn!(app, process_group = who.group;
+                "metrics back, leaving fallback"),
+            None => {}
+        }
+        self.telemetry
+            .targets(who, &decision.raw, &decision.effective);
+        let mut plan = plan::plan(&decision.effective, machines, &policy);
+        if matches!(plan.action, Action::Stop { .. } | Action::Suspend { .. })
+            && !config.stop_priority_query.is_empty()
+        {
+            match self
+                .platform
+                .stop_priorities(app, &config.stop_priority_query, deadline)
+            {
+                Ok(priorities) => {
+                    policy.stop_priority = Some(&priorities);
+                    plan = plan::plan(&decision.effective, machines, &policy);
+                }
+                Err(e) => log::warn!(app, process_group = who.group, err:% = e;
+                    "stop-priority-query failed, stopping in stop-order"),
+            }
+        }
+        self.telemetry.current(who, &plan.current, &plan.skipped);
+        let bound = |v: Option<u32>| v.unwrap_or(0);
+        let t = decision.effective;
+        log::info!(
+            app,
+            process_group = who.group,
+            "current.started" = plan.current.started,
+            "current.stopped" = plan.current.stopped,
+            "target.created.min" = bound(t.created.min),
+            "target.created.max" = bound(t.created.max),
+            "target.started.min" = bound(t.started.min),
+            "target.started.max" = bound(t.started.max);
+            "reconciling"
         );
-        self.telemetry.current(app, &plan.current);
+        let s = plan.skipped;
+        if s != plan::Skipped::default() {
+            log::debug!(app, process_group = who.group, no_id = s.no_id, duplicate_id = s.duplicate_id,
+                ignored_state = s.ignored_state; "machines left out of the plan");
+        }
         if plan.action == Action::NoCloneSource {
             return Err(ReconcileError::NoCloneSource);
         }
-        if plan.shortfall() > 0 {
-            log::warn!(app, shortfall = plan.shortfall();
-                "not enough stopped machines available to reach target, please create more machines");
+        let mut held = decision.held;
+        held.extend(plan.limited_by);
+        Ok(Planned {
+            plan,
+            raw: decision.raw,
+            effective: decision.effective,
+            held,
+        })
+    }
+
+    /// A group's targets from the cycle's metrics, bounded by `max-machines`.
+    fn targets(&self, group: &Group, metrics: &MetricValues) -> Result<TargetCounts, TargetError> {
+        let mut targets = group.targets.evaluate(metrics)?;
+        if targets.clamp_to(u32::try_from(self.max_machines).unwrap_or(u32::MAX)) {
+            log::warn!(max_machines = self.max_machines, process_group = self.labeled.then_some(group.name.as_str());
+                "target above max-machines, clamped; raise max-machines if the app really needs more");
         }
-        let (ok, failed) = if self.dry_run {
-            (0, 0)
-        } else {
-            self.apply(app, &plan, state, deadline)
-        };
-        let action = action_label(&plan.action);
-        let c = plan.current;
+        Ok(targets)
+    }
+
+    /// Fills the stabilization windows from history when every collector keeps one, so a
+    /// restart (or a `-once` run) does not forget what the window saw.
+    fn prefill(&self, app: &str, state: &mut AppState, now: Stamp, deadline: Deadline) {
+        state.prefilled = true;
+        let window = self
+            .groups
+            .iter()
+            .map(|g| {
+                g.controls
+                    .scale_up_stabilization
+                    .max(g.controls.scale_down_stabilization)
+            })
+            .max()
+            .unwrap_or_default();
+        if window.is_zero() {
+            return;
+        }
+        let from = now.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        match self
+            .platform
+            .history(app, from, now, self.interval, deadline)
+        {
+            None => {
+                if !self.filling_logged.swap(true, Ordering::Relaxed) {
+                    log::info!(
+                        "a metric source keeps no history: stabilization windows fill as the autoscaler runs"
+                    );
+                }
+            }
+            Some(Err(e)) => {
+                log::warn!(app, err:% = e; "cannot read metric history: the stabilization window fills as the autoscaler runs")
+            }
+            Some(Ok(steps)) => {
+                let mut filled = 0;
+                for (at, mut metrics) in steps {
+                    clock::add_time_variables(&mut metrics, at, self.time_offset);
+                    for (group, group_state) in self.groups.iter().zip(&mut state.groups) {
+                        if let Ok(targets) = group.targets.evaluate(&metrics) {
+                            let mut targets = targets;
+                            targets.clamp_to(u32::try_from(self.max_machines).unwrap_or(u32::MAX));
+                            group_state.memory.record(at, targets);
+                            filled += 1;
+                        }
+                    }
+                }
+                log::debug!(app, recommendations = filled; "stabilization window filled from history");
+            }
+        }
+    }
+
+    fn log_reconciled(
+        &self,
+        app: &str,
+        group: &Group,
+        p: &Planned,
+        tally: &Tally,
+        started: Instant,
+    ) {
+        let c = p.plan.current;
         let range = |b: plan::Bounds| match (b.min, b.max) {
             (None, None) => "-".to_string(),
             (min, max) if min == max => min.map_or("-".into(), |v| v.to_string()),
@@ -171,22 +550,29 @@ impl Reconciler {
                 max.map_or("".into(), |v| v.to_string())
             ),
         };
+        let held: Vec<&str> = p.held.iter().map(|h| h.as_str()).collect();
+        let changed = p.raw != p.effective;
         log::info!(
             app,
+            process_group = self.labeled.then_some(group.name.as_str()),
             created = c.created,
             started = c.started,
             stopped = c.stopped,
             suspended = c.suspended,
-            target_created = range(targets.created).as_str(),
-            target_started = range(targets.started).as_str(),
-            plan = plan.summary().as_str(),
-            ok,
-            failed,
+            in_transition = c.in_transition,
+            target_created = range(p.raw.created).as_str(),
+            target_started = range(p.raw.started).as_str(),
+            effective_created = changed.then(|| range(p.effective.created)),
+            effective_started = changed.then(|| range(p.effective.started)),
+            held = (!held.is_empty()).then(|| held.join(",")),
+            plan = p.plan.summary().as_str(),
+            ok = tally.ok,
+            failed = tally.failed,
+            unknown = tally.unknown,
             dry_run = self.dry_run,
             took_ms = started.elapsed().as_millis() as u64;
             "reconciled"
         );
-        Ok(Outcome::Applied { action, ok, failed })
     }
 
     /// The deploy guard. A failing check skips the app (as in Go) until it has failed for
@@ -195,111 +581,38 @@ impl Reconciler {
     fn deploy_in_progress(
         &self,
         app: &str,
-        state: &Mutex<AppState>,
+        state: &mut AppState,
         deadline: Deadline,
     ) -> Result<bool, ReconcileError> {
-        let Some(releases) = &self.releases else {
-            return Ok(false);
-        };
-        match releases.current_status(app, deadline) {
+        match self.platform.release_status(app, deadline) {
             Ok(status) => {
-                lock(state).release_check_failing_since = None;
+                state.release_check_failing_since = None;
                 Ok(status.as_deref() == Some("running"))
             }
             Err(e) => {
-                let since = *lock(state)
+                let since = *state
                     .release_check_failing_since
                     .get_or_insert_with(Instant::now);
                 if since.elapsed() < self.deploy_guard_fail_open_after {
                     return Err(ReconcileError::ReleaseCheck(e));
                 }
-                log::warn!(app, failing_for_s = since.elapsed().as_secs();
-                    "release check keeps failing, scaling anyway: {e}");
+                log::warn!(app, failing_for_s = since.elapsed().as_secs(), err:% = e;
+                    "release check keeps failing, scaling anyway");
                 Ok(false)
             }
         }
-    }
-
-    /// Carries out the plan's action; returns (succeeded, failed) machine operations.
-    fn apply(
-        &self,
-        app: &str,
-        plan: &Plan,
-        state: &Mutex<AppState>,
-        deadline: Deadline,
-    ) -> (usize, usize) {
-        let n = self.action_concurrency;
-        let m = &self.machines;
-        match &plan.action {
-            Action::None | Action::NoCloneSource => (0, 0),
-            Action::Create { launches, .. } => {
-                if !self.regions.is_empty() {
-                    lock(state).region_cursor += launches.len();
-                }
-                bulk(launches, launches.len(), Mode::StopOnFailure, n, |l| {
-                    let result = m.create_machine(app, l, deadline);
-                    if let Ok(created) = &result {
-                        log::info!(app, id = created.id.as_str(), region = created.region.as_str(); "machine created");
-                    }
-                    self.record(app, MachineOp::Create, "", result.map(drop))
-                })
-            }
-            Action::Destroy(ids) => bulk(ids, ids.len(), Mode::Once, n, |id| {
-                let result = m.destroy_machine(app, id, deadline);
-                self.record(app, MachineOp::Destroy, id, result)
-            }),
-            Action::Start { candidates, needed } => {
-                bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
-                    let result = m.start_machine(app, id, deadline);
-                    self.record(app, MachineOp::Start, id, result)
-                })
-            }
-            Action::Stop { candidates, needed } => {
-                bulk(candidates, *needed, Mode::ReplaceFailures, n, |id| {
-                    let result = m.stop_machine(app, id, deadline);
-                    self.record(app, MachineOp::Stop, id, result)
-                })
-            }
-        }
-    }
-
-    /// Counts and logs one machine operation; true if it succeeded.
-    fn record(&self, app: &str, op: MachineOp, id: &str, result: Result<(), ApiError>) -> bool {
-        self.telemetry.machine_op(app, op, result.is_ok());
-        match result {
-            Ok(()) => {
-                if op != MachineOp::Create {
-                    log::info!(app, id; "machine {}", past_tense(op));
-                }
-                true
-            }
-            Err(e) => {
-                log::error!(app, id, op = op.as_str(); "cannot {} machine, skipping: {e}", op.as_str());
-                false
-            }
-        }
-    }
-}
-
-fn past_tense(op: MachineOp) -> &'static str {
-    match op {
-        MachineOp::Create => "created",
-        MachineOp::Destroy => "destroyed",
-        MachineOp::Start => "started",
-        MachineOp::Stop => "stopped",
     }
 }
 
 /// The Go program's `fas_reconcile_count` status for an action.
 fn action_label(action: &Action) -> &'static str {
     match action {
-        // The Go program counted a bulk start even with nothing to start.
-        Action::Start { candidates, .. } if candidates.is_empty() => "no_scale",
+        // Also a start with nothing left to start: the Go program counts the bulk start.
         Action::None | Action::NoCloneSource => "no_scale",
-        Action::Create { .. } => "create",
+        Action::Create(_) => "create",
         Action::Destroy(_) => "destroy",
         Action::Start { .. } => "start",
-        Action::Stop { .. } => "stop",
+        Action::Stop { .. } | Action::Suspend { .. } => "stop",
     }
 }
 
@@ -307,129 +620,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// How a bulk operation treats failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Each item once; a failure still uses up its place (destroy: never more than planned).
-    Once,
-    /// A failure is replaced by the next candidate (start, stop: as in Go).
-    ReplaceFailures,
-    /// After a failure no new item is begun (create: a failing launch usually fails again,
-    /// and the Go program looped on it forever).
-    StopOnFailure,
-}
-
-/// Runs `op` over `items` until `needed` succeeded (or items run out), with at most
-/// `concurrency` operations at a time. Returns (succeeded, failed).
-fn bulk<T: Sync>(
-    items: &[T],
-    needed: usize,
-    mode: Mode,
-    concurrency: usize,
-    op: impl Fn(&T) -> bool + Sync,
-) -> (usize, usize) {
-    #[derive(Default)]
-    struct Progress {
-        next: usize,
-        in_flight: usize,
-        ok: usize,
-        failed: usize,
-    }
-    let limit = if mode == Mode::ReplaceFailures {
-        items.len()
-    } else {
-        needed.min(items.len())
-    };
-    let progress = Mutex::new(Progress::default());
-    let take = || {
-        let mut p = lock(&progress);
-        let stop = p.next >= limit
-            || p.ok + p.in_flight >= needed
-            || (mode == Mode::StopOnFailure && p.failed > 0);
-        if stop {
-            return None;
-        }
-        p.next += 1;
-        p.in_flight += 1;
-        Some(&items[p.next - 1])
-    };
-    let workers = concurrency.max(1).min(needed.min(limit));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                while let Some(item) = take() {
-                    let ok = op(item);
-                    let mut p = lock(&progress);
-                    p.in_flight -= 1;
-                    if ok {
-                        p.ok += 1;
+/// The groups of a config with their expressions compiled (every problem reported before any
+/// metric is collected).
+pub fn compile_groups(config: &Config) -> Result<Vec<(String, TargetExprs)>, String> {
+    let metrics: Vec<&str> = config
+        .metric_collectors
+        .iter()
+        .map(|c| c.metric_name.as_str())
+        .collect();
+    config
+        .groups()
+        .into_iter()
+        .map(|(name, group)| {
+            TargetExprs::compile(group, &metrics)
+                .map(|t| (name.to_string(), t))
+                .map_err(|e| {
+                    if config.process_groups.is_empty() {
+                        e.to_string()
                     } else {
-                        p.failed += 1;
+                        format!("process-groups[{name:?}]: {e}")
                     }
-                }
-            });
-        }
-    });
-    let p = lock(&progress);
-    (p.ok, p.failed)
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[test]
-    fn replace_failures_moves_on_to_the_next_candidate() {
-        // Go case 18: start of "2" fails, "1" and "3" succeed, "4" is never tried.
-        let tried = Mutex::new(Vec::new());
-        let (ok, failed) = bulk(&["1", "2", "3", "4"], 2, Mode::ReplaceFailures, 1, |id| {
-            tried.lock().unwrap().push(*id);
-            *id != "2"
-        });
-        assert_eq!((ok, failed), (2, 1));
-        assert_eq!(*tried.lock().unwrap(), ["1", "2", "3"]);
-    }
-
-    #[test]
-    fn once_counts_failures_against_the_target() {
-        let (ok, failed) = bulk(&["1", "2", "3"], 2, Mode::Once, 4, |id| *id != "1");
-        assert_eq!((ok, failed), (1, 1));
-    }
-
-    #[test]
-    fn stop_on_failure_begins_nothing_new() {
-        let calls = AtomicUsize::new(0);
-        let (ok, failed) = bulk(&[1, 2, 3, 4, 5], 5, Mode::StopOnFailure, 1, |_| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            false
-        });
-        assert_eq!((ok, failed), (0, 1));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn runs_in_parallel_up_to_the_limit() {
-        let in_flight = AtomicUsize::new(0);
-        let peak = AtomicUsize::new(0);
-        let items: Vec<usize> = (0..20).collect();
-        let (ok, _) = bulk(&items, 20, Mode::ReplaceFailures, 4, |_| {
-            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            peak.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(5));
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            true
-        });
-        assert_eq!(ok, 20);
-        assert_eq!(peak.load(Ordering::SeqCst), 4);
-    }
-
-    #[test]
-    fn nothing_to_do() {
-        assert_eq!(
-            bulk::<u8>(&[], 3, Mode::ReplaceFailures, 4, |_| true),
-            (0, 0)
-        );
-        assert_eq!(bulk(&[1], 0, Mode::Once, 4, |_| true), (0, 0));
-    }
-}
+mod tests;

@@ -26,44 +26,9 @@ pub fn matches(pattern: &str, app: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-/// The pattern as the Go program's regular expression (`FormatWildcardAsRegexp`), for logs.
-pub fn as_regexp(pattern: &str) -> String {
-    if pattern.is_empty() {
-        return ".*".to_string();
-    }
-    let quoted: Vec<String> = pattern
-        .split('*')
-        .map(|piece| {
-            piece
-                .chars()
-                .flat_map(|c| {
-                    let special = "\\.+*?()|[]{}^$".contains(c);
-                    special
-                        .then_some('\\')
-                        .into_iter()
-                        .chain(std::iter::once(c))
-                })
-                .collect()
-        })
-        .collect();
-    format!("^{}$", quoted.join(".*"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    // Go reconciler_pool_test.go cases 21-27.
-    #[test]
-    fn go_regexp_strings() {
-        assert_eq!(as_regexp(""), ".*");
-        assert_eq!(as_regexp("*"), "^.*$");
-        assert_eq!(as_regexp("my-app"), "^my-app$");
-        assert_eq!(as_regexp("my-app-*"), "^my-app-.*$");
-        assert_eq!(as_regexp("my-*-app"), "^my-.*-app$");
-        assert_eq!(as_regexp("*-my-app"), "^.*-my-app$");
-        assert_eq!(as_regexp("my-[app]*"), "^my-\\[app\\].*$");
-    }
 
     #[test]
     fn matching() {

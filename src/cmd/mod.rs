@@ -1,13 +1,17 @@
 //! The commands, one per file. `main` parses arguments and maps results to exit codes.
 
-pub mod eval;
-pub mod serve;
+mod eval;
+mod serve;
 
 use std::path::Path;
+
+pub use eval::run as eval;
+pub use serve::{Options as ServeOptions, run as serve};
 
 use crate::collector::{self, Collector};
 use crate::config::{Config, process_env};
 use crate::expr::TargetExprs;
+use crate::reconcile::compile_groups;
 
 /// `version` output: `fly-autoscaler <version>, commit=<sha>` (commit when built with one).
 pub fn version_line() -> String {
@@ -23,21 +27,22 @@ pub fn version_line() -> String {
 }
 
 /// What both commands start from.
-pub struct Prepared {
-    pub config: Config,
-    pub targets: TargetExprs,
-    pub collectors: Vec<Box<dyn Collector>>,
+struct Prepared {
+    config: Config,
+    /// Each process group's name and compiled expressions.
+    groups: Vec<(String, TargetExprs)>,
+    collectors: Vec<Box<dyn Collector>>,
 }
 
 /// A validated config, compiled expressions and built collectors: every problem here is
 /// reported before any metric is collected.
-pub fn prepare(config_path: Option<&Path>) -> Result<Prepared, String> {
+fn prepare(config_path: Option<&Path>) -> Result<Prepared, String> {
     let config = Config::load(config_path, &process_env).map_err(|e| e.to_string())?;
-    let targets = TargetExprs::compile(&config).map_err(|e| e.to_string())?;
+    let groups = compile_groups(&config)?;
     let collectors = collector::build(&config.metric_collectors)?;
     Ok(Prepared {
         config,
-        targets,
+        groups,
         collectors,
     })
 }

@@ -7,11 +7,13 @@ use std::time::Duration;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::collector::PrometheusClient;
+use crate::config::CollectorKind;
 use crate::duration::format_go;
 use crate::logging;
 use crate::machines::MachinesClient;
 use crate::pool::{self, Apps, Shutdown};
-use crate::reconcile::Reconciler;
+use crate::reconcile::{Fly, Reconciler};
 use crate::release::ReleaseClient;
 use crate::telemetry::{MetricsServer, Telemetry};
 
@@ -29,7 +31,7 @@ pub struct Options<'a> {
 pub fn run(opts: &Options) -> Result<bool, String> {
     let super::Prepared {
         config,
-        targets,
+        groups,
         collectors,
     } = super::prepare(opts.config)?;
     config.validate_for_serve().map_err(|e| e.to_string())?;
@@ -44,22 +46,30 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     );
 
     let telemetry = Arc::new(Telemetry::new());
-    let reconciler = Arc::new(Reconciler {
-        machines: MachinesClient::new(&config.flaps_base_url, &config.api_token)?,
+    let collector_count = collectors.len();
+    let machines = MachinesClient::new(&config.flaps_base_url, &config.api_token)?;
+    // The Go program's line at this point (it makes no call either).
+    log::info!("connected to fly");
+    log::info!(n = collector_count; "metrics collectors initialized");
+    let fly = Fly {
+        machines,
         releases: config
             .deploy_guard
             .then(|| ReleaseClient::new(&config.api_base_url, &config.api_token)),
         collectors,
-        targets,
-        process_group: config.process_group.clone(),
-        regions: config.regions.clone(),
-        skip_launch: config.initial_machine_state == "stopped",
-        timeout: config.timeout,
-        action_concurrency: config.action_concurrency,
-        deploy_guard_fail_open_after: config.deploy_guard_fail_open_after,
-        dry_run: opts.dry_run,
-        telemetry: Arc::clone(&telemetry),
-    });
+        prometheus: config
+            .metric_collectors
+            .iter()
+            .find(|c| c.kind == CollectorKind::Prometheus)
+            .map(PrometheusClient::new),
+    };
+    let reconciler = Arc::new(Reconciler::new(
+        &config,
+        groups,
+        Box::new(fly),
+        Arc::clone(&telemetry),
+        opts.dry_run,
+    ));
     let apps = Apps {
         name: config.app_name.clone(),
         org: config.org.clone(),
@@ -85,14 +95,14 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         )?),
     };
     if let Some(s) = &server {
-        log::info!(addr = s.addr(); "serving metrics");
+        log::info!(addr = s.addr().to_string().as_str(); "serving metrics");
     }
     log::info!(
         app = config.app_name.as_str(),
         interval = format_go(config.interval).as_str(),
         timeout = format_go(config.timeout).as_str(),
         appListRefreshInterval = format_go(config.app_list_refresh_interval).as_str(),
-        collectors = reconciler.collectors.len(),
+        collectors = collector_count,
         concurrency = config.concurrency,
         dry_run = opts.dry_run;
         "reconciler pool initialized, beginning loop"
@@ -106,7 +116,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         config.interval,
         &shutdown,
         grace,
-    );
+    )?;
     drop(server);
     log::info!("shutdown complete");
     Ok(true)
@@ -131,7 +141,7 @@ fn install_signal_handler(shutdown: &Arc<Shutdown>) -> Result<(), String> {
                     log::warn!(signal = name; "second signal, exiting immediately");
                     std::process::exit(1);
                 }
-                log::info!(signal = name; "signal received, finishing running reconciles");
+                log::info!(signal = name; "signal received, shutting down");
                 shutdown.request();
             }
         })

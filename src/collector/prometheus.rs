@@ -1,65 +1,209 @@
-//! Prometheus instant queries (`/api/v1/query`), as the Go program sends them: a form POST
-//! with `query` and `time`, falling back to GET when the server refuses POST.
+//! Prometheus: instant queries (`/api/v1/query`) as the Go program sends them (a form POST
+//! with `query` and `time`, falling back to GET when the server refuses POST), range queries
+//! (`/api/v1/query_range`) for history, and per-machine values for the stop order.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
 use ureq::Agent;
 
-use super::Collector;
+use super::{Collector, SourceError, SourceErrorKind};
 use crate::auth;
+use crate::clock::{self, Stamp};
 use crate::config::CollectorConfig;
 use crate::expand::expand_query;
-use crate::http::{self, Deadline, Reply, Transport};
+use crate::http::{self, Deadline, Redirects, Reply, Transport};
+
+/// The most points Prometheus returns for one series of a range query is 11,000; ranges are
+/// cut below it.
+pub const MAX_RANGE_POINTS: i64 = 10_000;
+
+/// One Prometheus server, with its token.
+pub struct PrometheusClient {
+    base: String,
+    /// The address for messages, without credentials.
+    shown: String,
+    authorization: Option<String>,
+    agent: Agent,
+}
+
+impl PrometheusClient {
+    pub fn new(c: &CollectorConfig) -> PrometheusClient {
+        PrometheusClient {
+            base: c.address.trim_end_matches('/').to_string(),
+            shown: http::redact_url(&c.address),
+            authorization: auth::prometheus(&c.token),
+            agent: http::agent(None, Redirects::FollowWithoutCredentials),
+        }
+    }
+
+    fn error(&self, kind: SourceErrorKind) -> SourceError {
+        SourceError {
+            source: format!("prometheus {}", self.shown),
+            kind,
+            hint: String::new(),
+        }
+    }
+
+    /// A form POST to `path`, or a GET when the server refuses POST (405, 501).
+    fn query(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+        deadline: Deadline,
+    ) -> Result<Reply, SourceError> {
+        let endpoint = format!("{}{path}", self.base);
+        let started = Instant::now();
+        let send = |get: bool| {
+            http::exchange(deadline, |timeout| {
+                if get {
+                    let mut req = self
+                        .agent
+                        .get(&endpoint)
+                        .query_pairs(params.iter().copied());
+                    if let Some(a) = &self.authorization {
+                        req = req.header("Authorization", a);
+                    }
+                    req.config().timeout_global(Some(timeout)).build().call()
+                } else {
+                    let mut req = self.agent.post(&endpoint);
+                    if let Some(a) = &self.authorization {
+                        req = req.header("Authorization", a);
+                    }
+                    req.config()
+                        .timeout_global(Some(timeout))
+                        .build()
+                        .send_form(params.iter().copied())
+                }
+            })
+        };
+        let mut reply = send(false);
+        if let Ok(r) = &reply {
+            if r.status == 405 || r.status == 501 {
+                reply = send(true);
+            }
+        }
+        reply.map_err(|t| match t {
+            Transport::Timeout => self.error(SourceErrorKind::Timeout(started.elapsed())),
+            other => self.error(SourceErrorKind::Transport(other)),
+        })
+    }
+
+    /// An instant query's value: the first sample of a vector, or a scalar.
+    pub fn value(&self, app: &str, query: &str, deadline: Deadline) -> Result<f64, SourceError> {
+        let now = seconds(clock::now());
+        let reply = self.query(
+            "/api/v1/query",
+            &[("query", query), ("time", &now)],
+            deadline,
+        )?;
+        let (value, warnings) =
+            parse_response(&reply).map_err(|m| self.error(SourceErrorKind::Answer(m)))?;
+        if !warnings.is_empty() {
+            log::warn!(app, warnings = warnings.join("; ").as_str(); "prometheus");
+        }
+        Ok(value)
+    }
+
+    /// An instant query's samples by their `instance` label (the machine id).
+    pub fn by_instance(
+        &self,
+        query: &str,
+        deadline: Deadline,
+    ) -> Result<HashMap<String, f64>, SourceError> {
+        let now = seconds(clock::now());
+        let reply = self.query(
+            "/api/v1/query",
+            &[("query", query), ("time", &now)],
+            deadline,
+        )?;
+        let data = envelope(&reply).map_err(|m| self.error(SourceErrorKind::Answer(m)))?;
+        let samples = data
+            .result
+            .as_array()
+            .filter(|_| data.result_type == "vector")
+            .ok_or_else(|| {
+                self.error(SourceErrorKind::Answer(format!(
+                    "stop-priority-query must return an instant vector, got {:?}",
+                    data.result_type
+                )))
+            })?;
+        Ok(samples
+            .iter()
+            .filter_map(|s| {
+                let id = s.get("metric")?.get("instance")?.as_str()?;
+                let value = s.get("value")?.get(1)?.as_str()?.parse::<f64>().ok()?;
+                Some((id.to_string(), value))
+            })
+            .collect())
+    }
+
+    /// A range query's first series from `from` to `to` (at most [`MAX_RANGE_POINTS`]
+    /// steps): `(time, value)` where it has a sample.
+    pub fn range(
+        &self,
+        query: &str,
+        from: Stamp,
+        to: Stamp,
+        step: Duration,
+        deadline: Deadline,
+    ) -> Result<Vec<(Stamp, f64)>, SourceError> {
+        let (start, end) = (seconds(from), seconds(to));
+        let step = format!("{}", step.as_secs_f64());
+        let reply = self.query(
+            "/api/v1/query_range",
+            &[
+                ("query", query),
+                ("start", &start),
+                ("end", &end),
+                ("step", &step),
+            ],
+            deadline,
+        )?;
+        let data = envelope(&reply).map_err(|m| self.error(SourceErrorKind::Answer(m)))?;
+        if data.result_type != "matrix" {
+            return Err(self.error(SourceErrorKind::Answer(format!(
+                "unexpected prometheus result type {:?} for a range query",
+                data.result_type
+            ))));
+        }
+        let values = data
+            .result
+            .get(0)
+            .and_then(|series| series.get("values"))
+            .and_then(Value::as_array);
+        Ok(values
+            .into_iter()
+            .flatten()
+            .filter_map(|pair| {
+                let at = pair.get(0)?.as_f64()?;
+                let value = pair.get(1)?.as_str()?.parse::<f64>().ok()?;
+                Some(((at * 1000.0).round() as Stamp, value))
+            })
+            .collect())
+    }
+}
+
+/// Unix seconds with milliseconds, as Prometheus takes times.
+fn seconds(at: Stamp) -> String {
+    format!("{}.{:03}", at.div_euclid(1000), at.rem_euclid(1000))
+}
 
 pub struct PrometheusCollector {
     metric: String,
-    endpoint: String,
-    /// The address for messages, without credentials.
-    shown: String,
     query: String,
-    authorization: Option<String>,
-    agent: Agent,
+    client: PrometheusClient,
 }
 
 impl PrometheusCollector {
     pub fn new(c: &CollectorConfig) -> PrometheusCollector {
         PrometheusCollector {
             metric: c.metric_name.clone(),
-            endpoint: format!("{}/api/v1/query", c.address.trim_end_matches('/')),
-            shown: http::redact_url(&c.address),
             query: c.query.clone(),
-            authorization: auth::prometheus(&c.token),
-            agent: http::agent(None),
+            client: PrometheusClient::new(c),
         }
-    }
-
-    fn send(&self, query: &str, deadline: Deadline, get: bool) -> Result<Reply, Transport> {
-        let time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default()
-            .to_string();
-        let params = [("query", query), ("time", time.as_str())];
-        http::exchange(deadline, |timeout| {
-            if get {
-                let mut req = self.agent.get(&self.endpoint).query_pairs(params);
-                if let Some(a) = &self.authorization {
-                    req = req.header("Authorization", a);
-                }
-                req.config().timeout_global(Some(timeout)).build().call()
-            } else {
-                let mut req = self.agent.post(&self.endpoint);
-                if let Some(a) = &self.authorization {
-                    req = req.header("Authorization", a);
-                }
-                req.config()
-                    .timeout_global(Some(timeout))
-                    .build()
-                    .send_form(params)
-            }
-        })
     }
 }
 
@@ -68,28 +212,23 @@ impl Collector for PrometheusCollector {
         &self.metric
     }
 
-    fn collect(&self, app: &str, deadline: Deadline) -> Result<f64, String> {
-        let query = expand_query(&self.query, app);
-        let started = Instant::now();
-        let fail = |e: String| format!("prometheus {}: {e}", self.shown);
-        let mut reply = self.send(&query, deadline, false);
-        if let Ok(r) = &reply {
-            if r.status == 405 || r.status == 501 {
-                reply = self.send(&query, deadline, true);
-            }
-        }
-        let reply = reply.map_err(|t| match t {
-            Transport::Timeout => fail(format!(
-                "request timed out after {:.1}s",
-                started.elapsed().as_secs_f64()
-            )),
-            other => fail(other.to_string()),
-        })?;
-        let (value, warnings) = parse_response(&reply).map_err(fail)?;
-        if !warnings.is_empty() {
-            log::warn!(app, metric = self.metric.as_str(); "prometheus warnings: {}", warnings.join("; "));
-        }
-        Ok(value)
+    fn collect(&self, app: &str, deadline: Deadline) -> Result<f64, SourceError> {
+        self.client
+            .value(app, &expand_query(&self.query, app), deadline)
+    }
+
+    fn range(
+        &self,
+        app: &str,
+        from: Stamp,
+        to: Stamp,
+        step: Duration,
+        deadline: Deadline,
+    ) -> Option<Result<Vec<(Stamp, f64)>, SourceError>> {
+        Some(
+            self.client
+                .range(&expand_query(&self.query, app), from, to, step, deadline),
+        )
     }
 }
 
@@ -117,6 +256,40 @@ struct Data {
 
 /// The number in a query response, with any warnings; errors are one line.
 fn parse_response(reply: &Reply) -> Result<(f64, Vec<String>), String> {
+    let (data, warnings) = envelope_with_warnings(reply)?;
+    let sample = match data.result_type.as_str() {
+        "vector" => match data.result.as_array().and_then(|v| v.first()) {
+            Some(first) => first.get("value").cloned().unwrap_or(Value::Null),
+            None => {
+                return Err("empty prometheus result: the query matched no series; \
+                            append \"or vector(0)\" to the query to read that as 0"
+                    .to_string());
+            }
+        },
+        "scalar" => data.result,
+        other => {
+            return Err(format!(
+                "unexpected prometheus result type {other:?}: the query must return an instant vector or a scalar, \
+                 e.g. sum(rate(x[1m])) instead of x[1m]"
+            ));
+        }
+    };
+    let text = sample
+        .get(1)
+        .and_then(Value::as_str)
+        .ok_or("malformed sample in response")?;
+    let value = text
+        .parse::<f64>()
+        .map_err(|_| format!("cannot parse prometheus result as float64: {text:?}"))?;
+    Ok((value, warnings))
+}
+
+fn envelope(reply: &Reply) -> Result<Data, String> {
+    envelope_with_warnings(reply).map(|(data, _)| data)
+}
+
+/// The `data` of a successful response; errors are one line.
+fn envelope_with_warnings(reply: &Reply) -> Result<(Data, Vec<String>), String> {
     let Ok(envelope) = serde_json::from_str::<Envelope>(&reply.body) else {
         let hint = if reply.status == 404 || reply.is_success() {
             "; is the address the Prometheus base URL (the part before /api/v1)?"
@@ -145,31 +318,7 @@ fn parse_response(reply: &Reply) -> Result<(f64, Vec<String>), String> {
         return Err(format!("HTTP {} without an error message", reply.status));
     }
     let data = envelope.data.ok_or("response has no data")?;
-    let sample = match data.result_type.as_str() {
-        "vector" => match data.result.as_array().and_then(|v| v.first()) {
-            Some(first) => first.get("value").cloned().unwrap_or(Value::Null),
-            None => {
-                return Err("empty prometheus result: the query matched no series; \
-                            append \"or vector(0)\" to the query to read that as 0"
-                    .to_string());
-            }
-        },
-        "scalar" => data.result,
-        other => {
-            return Err(format!(
-                "unexpected prometheus result type {other:?}: the query must return an instant vector or a scalar, \
-                 e.g. sum(rate(x[1m])) instead of x[1m]"
-            ));
-        }
-    };
-    let text = sample
-        .get(1)
-        .and_then(Value::as_str)
-        .ok_or("malformed sample in response")?;
-    let value = text
-        .parse::<f64>()
-        .map_err(|_| format!("cannot parse prometheus result as float64: {text:?}"))?;
-    Ok((value, envelope.warnings.unwrap_or_default()))
+    Ok((data, envelope.warnings.unwrap_or_default()))
 }
 
 #[cfg(test)]
@@ -180,8 +329,8 @@ mod tests {
         Reply {
             status,
             content_type: "application/json".into(),
-            retry_after: None,
             body: body.into(),
+            ..Reply::default()
         }
     }
 

@@ -1,8 +1,9 @@
-//! Running-workflow counts from Temporal's HTTP API (`GET /api/v1/namespaces/{ns}/
-//! workflow-count`), served by Temporal servers since 1.22 next to gRPC, so no gRPC stack is
-//! needed. The Go program dialled gRPC `host:port`; here `address` is the HTTP API base URL.
-//! A bare `host:port` is accepted and gets `https://` when TLS or an API key is configured,
-//! `http://` otherwise.
+//! Running-workflow counts from Temporal. The address picks the API, as in the Go program: a
+//! bare `host:port` is gRPC (`grpc.rs`, what Temporal Cloud serves); an `http://` or
+//! `https://` URL is the HTTP API (`GET /api/v1/namespaces/{ns}/workflow-count`, this file),
+//! served by Temporal servers since 1.22 next to gRPC.
+
+mod grpc;
 
 use std::time::Instant;
 
@@ -11,12 +12,35 @@ use serde_json::Value;
 use ureq::Agent;
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
-use super::Collector;
+use super::{Collector, SourceError, SourceErrorKind};
 use crate::auth;
 use crate::config::CollectorConfig;
 use crate::expand::expand_query;
-use crate::http::{self, Deadline, Transport};
-use crate::machines::encode_query_value;
+use crate::http::{self, Deadline, Redirects, Transport, encode_query_value};
+
+/// The collector for `c`: HTTP API for an `http(s)://` address, gRPC for `host:port`.
+pub fn build(c: &CollectorConfig) -> Result<Box<dyn Collector>, String> {
+    if is_http_url(&c.address) {
+        Ok(Box::new(TemporalCollector::new(c)?))
+    } else {
+        Ok(Box::new(grpc::TemporalGrpcCollector::new(c)?))
+    }
+}
+
+pub fn is_http_url(address: &str) -> bool {
+    let a = address.trim_start();
+    a.starts_with("http://") || a.starts_with("https://")
+}
+
+/// The visibility query: running executions, narrowed by the configured filter.
+fn running_query(filter: &str, app: &str) -> String {
+    let q = if filter.trim().is_empty() {
+        "ExecutionStatus=\"Running\"".to_string()
+    } else {
+        format!("ExecutionStatus=\"Running\" AND ({filter})")
+    };
+    expand_query(&q, app)
+}
 
 pub struct TemporalCollector {
     metric: String,
@@ -30,16 +54,10 @@ pub struct TemporalCollector {
 impl TemporalCollector {
     pub fn new(c: &CollectorConfig) -> Result<TemporalCollector, String> {
         let tls = tls_config(c)?;
-        let base = if c.address.contains("://") {
-            c.address.trim_end_matches('/').to_string()
-        } else if tls.is_some() || !c.api_key.is_empty() {
-            format!("https://{}", c.address.trim_end_matches('/'))
-        } else {
-            format!("http://{}", c.address.trim_end_matches('/'))
-        };
-        if !base.starts_with("http://") && !base.starts_with("https://") {
+        let base = c.address.trim().trim_end_matches('/').to_string();
+        if !is_http_url(&base) {
             return Err(format!(
-                "invalid temporal address {:?}: use the HTTP API URL, e.g. http://temporal:7243",
+                "invalid temporal address {:?}: the HTTP API needs a URL, e.g. http://temporal:7243",
                 http::redact_url(&c.address)
             ));
         }
@@ -49,18 +67,12 @@ impl TemporalCollector {
             namespace: c.namespace_or_default().to_string(),
             query: c.query.clone(),
             authorization: auth::bearer(&c.api_key),
-            agent: http::agent(tls),
+            agent: http::agent(tls, Redirects::FollowWithoutCredentials),
         })
     }
 
-    /// The visibility query: running executions, narrowed by the configured filter.
     fn visibility_query(&self, app: &str) -> String {
-        let q = if self.query.trim().is_empty() {
-            "ExecutionStatus=\"Running\"".to_string()
-        } else {
-            format!("ExecutionStatus=\"Running\" AND ({})", self.query)
-        };
-        expand_query(&q, app)
+        running_query(&self.query, app)
     }
 }
 
@@ -123,7 +135,7 @@ impl Collector for TemporalCollector {
         &self.metric
     }
 
-    fn collect(&self, app: &str, deadline: Deadline) -> Result<f64, String> {
+    fn collect(&self, app: &str, deadline: Deadline) -> Result<f64, SourceError> {
         let url = format!(
             "{}/api/v1/namespaces/{}/workflow-count?query={}",
             self.base,
@@ -131,17 +143,16 @@ impl Collector for TemporalCollector {
             encode_query_value(&self.visibility_query(app))
         );
         let started = Instant::now();
-        let fail = |e: String| {
-            let hint = if self.base.ends_with(":7233") {
-                " (7233 is Temporal's gRPC port; this collector needs the HTTP API, port 7243 by default)"
+        let fail = |kind| SourceError {
+            source: format!("temporal {} namespace {:?}", self.base, self.namespace),
+            kind,
+            hint: if self.base.ends_with(":7233") {
+                " (7233 is Temporal's gRPC port; for gRPC write the address without http://, e.g. temporal:7233; the HTTP API is on port 7243 by default)".to_string()
             } else {
-                ""
-            };
-            format!(
-                "temporal {} namespace {:?}: {e}{hint}",
-                self.base, self.namespace
-            )
+                String::new()
+            },
         };
+        let answer = |m: String| fail(SourceErrorKind::Answer(m));
         let reply = http::exchange(deadline, |timeout| {
             let mut req = self.agent.get(&url);
             if let Some(a) = &self.authorization {
@@ -154,21 +165,18 @@ impl Collector for TemporalCollector {
             req.config().timeout_global(Some(timeout)).build().call()
         })
         .map_err(|t| match t {
-            Transport::Timeout => fail(format!(
-                "request timed out after {:.1}s",
-                started.elapsed().as_secs_f64()
-            )),
-            other => fail(other.to_string()),
+            Transport::Timeout => fail(SourceErrorKind::Timeout(started.elapsed())),
+            other => fail(SourceErrorKind::Transport(other)),
         })?;
         if !reply.is_success() {
             let message = serde_json::from_str::<StatusBody>(&reply.body)
                 .ok()
                 .filter(|b| !b.message.is_empty())
                 .map_or_else(|| reply.excerpt(), |b| b.message);
-            return Err(fail(format!("{message} (HTTP {})", reply.status)));
+            return Err(answer(format!("{message} (HTTP {})", reply.status)));
         }
         let parsed: CountResponse = serde_json::from_str(&reply.body).map_err(|_| {
-            fail(format!(
+            answer(format!(
                 "HTTP {} with a body that is not a workflow count: {}",
                 reply.status,
                 reply.excerpt()
@@ -179,11 +187,11 @@ impl Collector for TemporalCollector {
             Some(Value::String(s)) => s
                 .parse::<i64>()
                 .map(|n| n as f64)
-                .map_err(|_| fail(format!("count {s:?} is not an integer"))),
+                .map_err(|_| answer(format!("count {s:?} is not an integer"))),
             Some(Value::Number(n)) => n
                 .as_f64()
-                .ok_or_else(|| fail("count is not a number".into())),
-            Some(other) => Err(fail(format!("count {other} is not a number"))),
+                .ok_or_else(|| answer("count is not a number".into())),
+            Some(other) => Err(answer(format!("count {other} is not a number"))),
         }
     }
 }
@@ -195,7 +203,7 @@ mod tests {
 
     fn collector(address: &str, query: &str) -> TemporalCollector {
         TemporalCollector::new(&CollectorConfig {
-            kind: "temporal".into(),
+            kind: crate::config::CollectorKind::Temporal,
             metric_name: "wf".into(),
             address: address.into(),
             query: query.into(),
@@ -207,36 +215,45 @@ mod tests {
     #[test]
     fn query_wraps_the_filter_and_expands_app_name() {
         assert_eq!(
-            collector("h:1", "").visibility_query("a"),
+            collector("http://h:1", "").visibility_query("a"),
             "ExecutionStatus=\"Running\""
         );
         assert_eq!(
-            collector("h:1", "WorkflowType=\"$APP_NAME\"").visibility_query("my-app"),
+            collector("http://h:1", "WorkflowType=\"$APP_NAME\"").visibility_query("my-app"),
             "ExecutionStatus=\"Running\" AND (WorkflowType=\"my-app\")"
         );
     }
 
     #[test]
-    fn bare_address_rule() {
-        assert_eq!(collector("temporal:7243", "").base, "http://temporal:7243");
+    fn urls_are_the_http_api_and_bare_addresses_grpc() {
         assert_eq!(
             collector("https://t.example/", "").base,
             "https://t.example"
         );
-        let with_key = TemporalCollector::new(&CollectorConfig {
+        assert_eq!(collector("http://h:7243", "").namespace, "default");
+        assert!(is_http_url("http://h:7243") && is_http_url("https://h"));
+        assert!(!is_http_url("h:7233") && !is_http_url("dns:///h:7233"));
+        let grpc = build(&CollectorConfig {
             address: "ns.acct.tmprl.cloud:7233".into(),
+            metric_name: "wf".into(),
             api_key: Secret::new("k"),
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(with_key.base, "https://ns.acct.tmprl.cloud:7233");
-        assert_eq!(with_key.namespace, "default");
+        assert_eq!(grpc.metric_name(), "wf");
+        assert!(
+            TemporalCollector::new(&CollectorConfig {
+                address: "h:7243".into(),
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 
     #[test]
     fn bad_pem_is_reported_without_its_content() {
         let err = TemporalCollector::new(&CollectorConfig {
-            address: "h:1".into(),
+            address: "http://h:1".into(),
             cert_data: "-----BEGIN CERTIFICATE-----...".into(),
             key_data: Secret::new("-----BEGIN EC PRIVATE KEY-----secretstuff"),
             ..Default::default()

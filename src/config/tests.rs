@@ -29,22 +29,23 @@ fn reference_config_parses_every_field() {
     let mut c = Config::default();
     c.overlay_file(&reference_path(), &env_of(&[])).unwrap();
     assert_eq!(c.app_name, "TARGET_APP_NAME");
-    assert_eq!(c.regions, ["iad", "ord", "sjc"]);
-    assert_eq!(c.process_group, "app");
-    assert_eq!(c.created_machine_count, "ceil(queue_depth / 10)");
-    assert_eq!(c.started_machine_count, "ceil(queue_depth / 10)");
+    assert_eq!(c.group.regions, ["iad", "ord", "sjc"]);
+    assert_eq!(c.process_group.as_deref(), Some("app"));
+    assert_eq!(c.groups()[0].0, "app");
+    assert_eq!(c.group.created_machine_count, "ceil(queue_depth / 10)");
+    assert_eq!(c.group.started_machine_count, "ceil(queue_depth / 10)");
     assert_eq!(c.interval, Duration::from_secs(15));
     assert_eq!(c.api_token.expose(), "FlyV1 ...");
     assert!(!c.verbose);
     assert_eq!(c.metric_collectors.len(), 2);
     let p = &c.metric_collectors[0];
-    assert_eq!(p.kind, "prometheus");
+    assert_eq!(p.kind, CollectorKind::Prometheus);
     assert_eq!(p.metric_name, "queue_depth");
     assert_eq!(p.address, "https://api.fly.io/prometheus/MY_ORG");
     assert_eq!(p.query, "sum(queue_depth)");
     assert_eq!(p.token.expose(), "FlyV1 ...");
     let t = &c.metric_collectors[1];
-    assert_eq!(t.kind, "temporal");
+    assert_eq!(t.kind, CollectorKind::Temporal);
     assert_eq!(t.metric_name, "workflow_count");
     assert_eq!(t.address, "localhost:7233");
     assert_eq!(t.cert_data, "-----BEGIN CERTIFICATE-----...");
@@ -53,7 +54,7 @@ fn reference_config_parses_every_field() {
     // Untouched keys keep their defaults.
     assert_eq!(c.timeout, DEFAULT_TIMEOUT);
     assert_eq!(c.concurrency, 1);
-    c.initial_machine_state = "started".into();
+    c.group.initial_machine_state = "started".into();
     c.validate().unwrap();
 }
 
@@ -64,8 +65,9 @@ fn defaults_match_the_go_program() {
     assert_eq!(c.interval, Duration::from_secs(15));
     assert_eq!(c.timeout, Duration::from_secs(30));
     assert_eq!(c.app_list_refresh_interval, Duration::from_secs(60));
-    assert_eq!(c.process_group, "app");
-    assert_eq!(c.initial_machine_state, "started");
+    assert_eq!(c.process_group, None, "the default, app");
+    assert_eq!(c.groups()[0].0, "app");
+    assert_eq!(c.group.initial_machine_state, "started");
     assert_eq!(c.metrics_addr, ":9090");
     assert_eq!(c.flaps_base_url, "https://api.machines.dev");
     assert_eq!(c.api_base_url, "https://api.fly.io");
@@ -113,12 +115,12 @@ fn reads_every_env_var() {
     .unwrap();
     assert_eq!(c.app_name, "my-app-*");
     assert_eq!(c.org, "my-org");
-    assert_eq!(c.regions, ["iad", "ord", "sjc"]);
-    assert_eq!(c.process_group, "worker");
-    assert_eq!(c.min_created_machine_count, "1");
-    assert_eq!(c.max_created_machine_count, "5");
-    assert_eq!(c.initial_machine_state, "stopped");
-    assert_eq!(c.started_machine_count, "x");
+    assert_eq!(c.group.regions, ["iad", "ord", "sjc"]);
+    assert_eq!(c.process_group.as_deref(), Some("worker"));
+    assert_eq!(c.group.min_created_machine_count, "1");
+    assert_eq!(c.group.max_created_machine_count, "5");
+    assert_eq!(c.group.initial_machine_state, "stopped");
+    assert_eq!(c.group.started_machine_count, "x");
     assert_eq!(c.concurrency, 1, "values below 1 become 1");
     assert_eq!(c.interval, Duration::from_secs(90));
     assert_eq!(c.timeout, Duration::from_secs(10));
@@ -134,8 +136,8 @@ fn reads_every_env_var() {
     assert_eq!(c.deploy_guard_fail_open_after, Duration::from_secs(60));
     let p = &c.metric_collectors[0];
     assert_eq!(
-        (p.kind.as_str(), p.address.as_str(), p.metric_name.as_str()),
-        ("prometheus", "http://prom:9090", "x")
+        (&p.kind, p.address.as_str(), p.metric_name.as_str()),
+        (&CollectorKind::Prometheus, "http://prom:9090", "x")
     );
     assert_eq!(
         p.query, "sum(x{app=\"$APP_NAME\"})",
@@ -143,7 +145,7 @@ fn reads_every_env_var() {
     );
     assert_eq!(p.token.expose(), "tok");
     let t = &c.metric_collectors[1];
-    assert_eq!(t.kind, "temporal");
+    assert_eq!(t.kind, CollectorKind::Temporal);
     assert_eq!(t.namespace, "ns");
     assert_eq!(t.metric_name, "wf");
     assert_eq!(t.cert_data, "cert1", "TEMPORAL_TLS_CERT_DATA wins");
@@ -215,7 +217,11 @@ fn file_overrides_env_only_for_keys_it_has() {
     .unwrap();
     assert_eq!(c.app_name, "from-file");
     assert_eq!(c.org, "", "an empty string in the file still overrides");
-    assert_eq!(c.regions, ["ord", "sjc"], "lists are replaced, not merged");
+    assert_eq!(
+        c.group.regions,
+        ["ord", "sjc"],
+        "lists are replaced, not merged"
+    );
     assert_eq!(
         c.metric_collectors.len(),
         1,
@@ -255,7 +261,7 @@ fn file_scalars_durations_and_booleans() {
         &[],
     )
     .unwrap();
-    assert_eq!(c.created_machine_count, "2");
+    assert_eq!(c.group.created_machine_count, "2");
     assert_eq!(c.concurrency, 2);
     assert_eq!(c.interval, Duration::from_secs(90));
     assert_eq!(c.timeout, Duration::from_millis(500));
@@ -299,6 +305,38 @@ fn file_errors_are_one_line_and_name_key_and_line() {
         ("", "the file is empty"),
         ("# only a comment\n", "the file is empty"),
         ("log-format: xml\n", "invalid log format \"xml\""),
+        (
+            "max-scale-up: 0\n",
+            "max-scale-up: \"0\" is not a count such as 4",
+        ),
+        (
+            "max-scale-down: lots\n",
+            "max-scale-down: \"lots\" is not a count",
+        ),
+        (
+            "stop-order: random\n",
+            "stop-order: \"random\" is not a stop order; use id, newest or oldest",
+        ),
+        (
+            "scale-down-method: kill\n",
+            "\"kill\" is not a scale-down method; use stop or suspend",
+        ),
+        (
+            "cooldown: -1s\n",
+            "cooldown: invalid duration \"-1s\": must not be negative",
+        ),
+        (
+            "time-offset: EST\n",
+            "\"EST\" is not a UTC offset; write it as -05:00",
+        ),
+        (
+            "process-groups:\n  web:\n    started-machin-count: x\n",
+            "process-groups.web: unknown key \"started-machin-count\" at line 3; did you mean \"started-machine-count\"?",
+        ),
+        (
+            "started-machine-count: x\nprocess-groups:\n  web:\n    started-machine-count: y\n",
+            "started-machine-count is set at top level together with process-groups; move it under a group",
+        ),
     ];
     for (yaml, want) in cases {
         let mut c = Config::default();
@@ -325,8 +363,10 @@ fn missing_file_names_the_path() {
 fn valid() -> Config {
     Config {
         app_name: "myapp".into(),
-        started_machine_count: "1".into(),
-        initial_machine_state: "started".into(),
+        group: GroupConfig {
+            started_machine_count: "1".into(),
+            ..GroupConfig::default()
+        },
         ..Config::default()
     }
 }
@@ -334,8 +374,11 @@ fn valid() -> Config {
 #[test]
 fn every_go_validation_message() {
     let base = || Config {
+        group: GroupConfig {
+            initial_machine_state: "started".into(),
+            ..Config::default().group
+        },
         app_name: "myapp".into(),
-        initial_machine_state: "started".into(),
         ..Config::default()
     };
     let cases: Vec<(Config, &str)> = vec![
@@ -352,51 +395,72 @@ fn every_go_validation_message() {
         ),
         (
             Config {
-                created_machine_count: "1".into(),
-                min_created_machine_count: "1".into(),
+                group: GroupConfig {
+                    created_machine_count: "1".into(),
+                    min_created_machine_count: "1".into(),
+                    ..base().group
+                },
                 ..base()
             },
             "cannot define created machine count and min/max created machine count",
         ),
         (
             Config {
-                min_created_machine_count: "1".into(),
+                group: GroupConfig {
+                    min_created_machine_count: "1".into(),
+                    ..base().group
+                },
                 ..base()
             },
             "max created machine count required if min created machine count is defined",
         ),
         (
             Config {
-                max_created_machine_count: "1".into(),
+                group: GroupConfig {
+                    max_created_machine_count: "1".into(),
+                    ..base().group
+                },
                 ..base()
             },
             "min created machine count required if max created machine count is defined",
         ),
         (
             Config {
-                started_machine_count: "1".into(),
-                min_started_machine_count: "1".into(),
+                group: GroupConfig {
+                    started_machine_count: "1".into(),
+                    min_started_machine_count: "1".into(),
+                    ..base().group
+                },
                 ..base()
             },
             "cannot define started machine count and min/max started machine count",
         ),
         (
             Config {
-                min_started_machine_count: "1".into(),
+                group: GroupConfig {
+                    min_started_machine_count: "1".into(),
+                    ..base().group
+                },
                 ..base()
             },
             "max started machine count required if min started machine count is defined",
         ),
         (
             Config {
-                max_started_machine_count: "1".into(),
+                group: GroupConfig {
+                    max_started_machine_count: "1".into(),
+                    ..base().group
+                },
                 ..base()
             },
             "min started machine count required if max started machine count is defined",
         ),
         (
             Config {
-                initial_machine_state: "running".into(),
+                group: GroupConfig {
+                    initial_machine_state: "running".into(),
+                    ..valid().group
+                },
                 ..valid()
             },
             "initial machine state must be either 'started' or 'stopped'",
@@ -404,7 +468,7 @@ fn every_go_validation_message() {
         (
             Config {
                 metric_collectors: vec![CollectorConfig {
-                    kind: "prometheus".into(),
+                    kind: CollectorKind::Prometheus,
                     ..Default::default()
                 }],
                 ..valid()
@@ -425,7 +489,7 @@ fn every_go_validation_message() {
             Config {
                 metric_collectors: vec![CollectorConfig {
                     metric_name: "m".into(),
-                    kind: "graphite".into(),
+                    kind: CollectorKind::parse("graphite"),
                     ..Default::default()
                 }],
                 ..valid()
@@ -436,7 +500,7 @@ fn every_go_validation_message() {
             Config {
                 metric_collectors: vec![CollectorConfig {
                     metric_name: "m".into(),
-                    kind: "prometheus".into(),
+                    kind: CollectorKind::Prometheus,
                     ..Default::default()
                 }],
                 ..valid()
@@ -447,7 +511,7 @@ fn every_go_validation_message() {
             Config {
                 metric_collectors: vec![CollectorConfig {
                     metric_name: "m".into(),
-                    kind: "prometheus".into(),
+                    kind: CollectorKind::Prometheus,
                     address: "http://p".into(),
                     ..Default::default()
                 }],
@@ -459,7 +523,7 @@ fn every_go_validation_message() {
             Config {
                 metric_collectors: vec![CollectorConfig {
                     metric_name: "m".into(),
-                    kind: "temporal".into(),
+                    kind: CollectorKind::Temporal,
                     ..Default::default()
                 }],
                 ..valid()
@@ -477,7 +541,7 @@ fn every_go_validation_message() {
 #[test]
 fn extra_validation() {
     let prom = |name: &str, address: &str| CollectorConfig {
-        kind: "prometheus".into(),
+        kind: CollectorKind::Prometheus,
         metric_name: name.into(),
         address: address.into(),
         query: "q".into(),
@@ -534,14 +598,30 @@ fn extra_validation() {
 
 #[test]
 fn count_expression_mapping() {
-    let c = Config {
+    let c = GroupConfig {
         created_machine_count: "a".into(),
         min_started_machine_count: "b".into(),
         max_started_machine_count: "c".into(),
-        ..Config::default()
+        ..GroupConfig::default()
     };
-    assert_eq!(c.created_counts(), CountExprs { min: "a", max: "a" });
-    assert_eq!(c.started_counts(), CountExprs { min: "b", max: "c" });
+    let expr = |key: &str, source| CountExpr {
+        key: key.into(),
+        source,
+    };
+    assert_eq!(
+        c.count_exprs(Count::Created),
+        CountExprs {
+            min: expr("created-machine-count", "a"),
+            max: expr("created-machine-count", "a")
+        }
+    );
+    assert_eq!(
+        c.count_exprs(Count::Started),
+        CountExprs {
+            min: expr("min-started-machine-count", "b"),
+            max: expr("max-started-machine-count", "c")
+        }
+    );
 }
 
 #[test]
@@ -557,4 +637,248 @@ fn debug_output_never_contains_secrets() {
     for s in ["topsecret", "promsecret", "keysecret"] {
         assert!(!shown.contains(s));
     }
+}
+
+#[test]
+fn scale_controls_from_env_and_file() {
+    let c = from_env(&[
+        ("FAS_SCALE_UP_STABILIZATION", "30s"),
+        ("FAS_SCALE_DOWN_STABILIZATION", "5m"),
+        ("FAS_MAX_SCALE_UP", "4"),
+        ("FAS_MAX_SCALE_DOWN", "50%"),
+        ("FAS_COOLDOWN", "2m"),
+        ("FAS_FALLBACK_AFTER", "3"),
+        ("FAS_FALLBACK_STARTED_MACHINE_COUNT", "2"),
+        ("FAS_FALLBACK_CREATED_MACHINE_COUNT", "5"),
+        ("FAS_STOP_ORDER", "newest"),
+        ("FAS_STOP_PRIORITY_QUERY", "load{app=\"$APP_NAME\"}"),
+        ("FAS_SCALE_DOWN_METHOD", "suspend"),
+        ("FAS_TIME_OFFSET", "-05:00"),
+        ("FAS_MAX_MACHINES", "50"),
+    ])
+    .unwrap();
+    let g = &c.group;
+    assert_eq!(g.scale_up_stabilization, Duration::from_secs(30));
+    assert_eq!(g.scale_down_stabilization, Duration::from_secs(300));
+    assert_eq!(g.max_scale_up, Some(Step::Count(4)));
+    assert_eq!(g.max_scale_down, Some(Step::Percent(50)));
+    assert_eq!(g.cooldown, Duration::from_secs(120));
+    assert_eq!(g.fallback_after, 3);
+    assert_eq!(g.fallback_started_machine_count, Some(2));
+    assert_eq!(g.fallback_created_machine_count, Some(5));
+    assert_eq!(g.stop_order, StopOrder::Newest);
+    assert_eq!(g.stop_priority_query, "load{app=\"$APP_NAME\"}");
+    assert_eq!(g.scale_down_method, ScaleDownMethod::Suspend);
+    assert_eq!(c.time_offset, -5 * 3600);
+    assert_eq!(c.max_machines, 50);
+    let err = from_env(&[("FAS_MAX_SCALE_UP", "-1")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("cannot parse FAS_MAX_SCALE_UP as step limit: \"-1\""),
+        "{err}"
+    );
+
+    let mut c = Config::default();
+    overlay(
+        &mut c,
+        "scale-down-stabilization: 10m\nmax-scale-up: 2\nmax-scale-down: \"25%\"\ncooldown: 0s\nfallback-after: 2\nfallback-started-machine-count: 1\nstop-order: oldest\nscale-down-method: suspend\ntime-offset: \"+01:30\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.group.scale_down_stabilization, Duration::from_secs(600));
+    assert_eq!(c.group.max_scale_up, Some(Step::Count(2)));
+    assert_eq!(c.group.max_scale_down, Some(Step::Percent(25)));
+    assert_eq!(c.group.fallback_after, 2);
+    assert_eq!(c.group.stop_order, StopOrder::Oldest);
+    assert_eq!(c.time_offset, 5400);
+}
+
+#[test]
+fn process_groups_inherit_top_level_settings_except_counts() {
+    let mut c = from_env(&[("FAS_REGIONS", "iad"), ("FAS_COOLDOWN", "1m")]).unwrap();
+    overlay(
+        &mut c,
+        "app-name: my-app\nscale-down-method: suspend\nprocess-groups:\n  web:\n    started-machine-count: ceil(rps / 100)\n  worker:\n    min-created-machine-count: 1\n    max-created-machine-count: 20\n    regions: [iad, ord]\n    scale-down-method: stop\n  \"\":\n    started-machine-count: \"1\"\n",
+        &[],
+    )
+    .unwrap();
+    let groups = c.groups();
+    let names: Vec<&str> = groups.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["", "web", "worker"]);
+    let (_, web) = groups[1];
+    assert_eq!(web.started_machine_count, "ceil(rps / 100)");
+    assert_eq!(web.regions, ["iad"], "from the environment's top level");
+    assert_eq!(web.cooldown, Duration::from_secs(60));
+    assert_eq!(web.scale_down_method, ScaleDownMethod::Suspend);
+    let (_, worker) = groups[2];
+    assert_eq!(worker.regions, ["iad", "ord"]);
+    assert_eq!(worker.scale_down_method, ScaleDownMethod::Stop);
+    assert_eq!(
+        worker.started_machine_count, "",
+        "top-level counts are never defaults"
+    );
+    c.validate().unwrap();
+}
+
+#[test]
+fn process_group_rules() {
+    let groups = |web: GroupConfig| Config {
+        process_groups: vec![("web".into(), web)],
+        ..valid()
+    };
+    let web = valid().group;
+    let cases: Vec<(Config, &str)> = vec![
+        (
+            Config {
+                process_group: Some("worker".into()),
+                ..groups(web.clone())
+            },
+            "process-group \"worker\" is set together with process-groups",
+        ),
+        (
+            groups(GroupConfig::default()),
+            "process-groups[\"web\"]: must define either created machine count or started machine count",
+        ),
+        (
+            groups(GroupConfig {
+                min_created_machine_count: "1".into(),
+                ..GroupConfig::default()
+            }),
+            "process-groups[\"web\"]: max created machine count required if min created machine count is defined",
+        ),
+        (
+            groups(GroupConfig {
+                fallback_after: 2,
+                ..web.clone()
+            }),
+            "process-groups[\"web\"]: fallback-after is set without a fallback count",
+        ),
+    ];
+    for (config, want) in cases {
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with(want), "want {want:?}, got {err:?}");
+    }
+    // The default process group is not a conflict, nor an explicit empty one.
+    assert!(groups(web.clone()).validate().is_ok());
+    assert!(
+        Config {
+            process_group: Some(String::new()),
+            ..groups(web)
+        }
+        .validate()
+        .is_ok()
+    );
+
+    // Count variables left in the environment are named.
+    let dir = std::env::temp_dir().join(format!("fas-groups-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("groups.yml");
+    std::fs::write(
+        &path,
+        "app-name: a\nprocess-groups:\n  web:\n    started-machine-count: \"1\"\n",
+    )
+    .unwrap();
+    let env = env_of(&[
+        ("FAS_STARTED_MACHINE_COUNT", "2"),
+        ("FAS_MAX_CREATED_MACHINE_COUNT", "3"),
+    ]);
+    let err = Config::load(Some(&path), &env).unwrap_err().to_string();
+    assert!(
+        err.starts_with("FAS_MAX_CREATED_MACHINE_COUNT, FAS_STARTED_MACHINE_COUNT set in the environment together with process-groups"),
+        "{err}"
+    );
+    assert!(Config::load(Some(&path), &env_of(&[])).is_ok());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn control_and_limit_validation() {
+    let with = |f: fn(&mut Config)| {
+        let mut c = valid();
+        f(&mut c);
+        c.validate().map_err(|e| e.to_string())
+    };
+    type Change = fn(&mut Config);
+    let cases: Vec<(Change, &str)> = vec![
+        (
+            |c| c.concurrency = 100_000,
+            "concurrency 100000 is too large: set concurrency (FAS_CONCURRENCY) to at most 1024",
+        ),
+        (
+            |c| c.action_concurrency = 65,
+            "action-concurrency 65 is too large",
+        ),
+        (
+            |c| c.max_machines = 30_000,
+            "max-machines 30000 is too large",
+        ),
+        (
+            |c| c.interval = Duration::from_nanos(1),
+            "interval 1ns is too short: set interval (FAS_INTERVAL) to at least 100ms",
+        ),
+        (
+            |c| c.timeout = Duration::from_millis(50),
+            "timeout 50ms is too short",
+        ),
+        (
+            |c| c.group.scale_down_stabilization = Duration::from_secs(7200),
+            "scale-down-stabilization 2h0m0s is too long",
+        ),
+        (
+            |c| c.group.max_scale_up = Some(Step::Percent(5000)),
+            "max-scale-up 5000% is too large",
+        ),
+        (
+            |c| c.group.fallback_started_machine_count = Some(1),
+            "a fallback count is set without fallback-after",
+        ),
+        (
+            |c| c.group.stop_priority_query = "x".into(),
+            "stop-priority-query needs a prometheus collector",
+        ),
+    ];
+    for (f, want) in cases {
+        let err = with(f).unwrap_err();
+        assert!(err.starts_with(want), "want {want:?}, got {err:?}");
+    }
+    assert!(with(|c| c.concurrency = 1024).is_ok());
+}
+
+#[test]
+fn oversized_and_deeply_nested_files_are_refused_before_parsing() {
+    let dir = std::env::temp_dir().join(format!("fas-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.yml");
+    std::fs::write(&big, format!("app-name: a\n#{}\n", "x".repeat(1024 * 1024))).unwrap();
+    let err = Config::load(Some(&big), &env_of(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the file is larger than 1024 KiB"), "{err}");
+    let deep = dir.join("deep.yml");
+    std::fs::write(
+        &deep,
+        format!("app-name: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+    )
+    .unwrap();
+    let err = Config::load(Some(&deep), &env_of(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nesting deeper than 64 levels at line 1"),
+        "{err}"
+    );
+    let block = dir.join("block.yml");
+    let nested: String = (0..80)
+        .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+        .collect();
+    std::fs::write(&block, nested).unwrap();
+    let err = Config::load(Some(&block), &env_of(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nesting deeper than 64 levels at line 65"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

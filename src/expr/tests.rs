@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::CollectorConfig;
+use crate::config::GroupConfig;
 
 fn vars(pairs: &[(&str, f64)]) -> MetricValues {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
@@ -166,7 +166,7 @@ fn variables_must_be_collected_metrics() {
     let err = e.check_variables(&["queue_depth", "other"]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown variable \"workers\"; collected metrics are: queue_depth, other"
+        "unknown variable \"workers\"; collected metrics are: queue_depth, other (and the time variables hour, minute, weekday, day, month)"
     );
     let err = e.check_variables(&[]).unwrap_err().to_string();
     assert!(err.contains("no metrics are collected"), "{err}");
@@ -181,24 +181,17 @@ fn variables_must_be_collected_metrics() {
     );
 }
 
-fn config(created: &str, started: &str, metrics: &[&str]) -> Config {
-    Config {
+fn group(created: &str, started: &str) -> GroupConfig {
+    GroupConfig {
         created_machine_count: created.into(),
         started_machine_count: started.into(),
-        metric_collectors: metrics
-            .iter()
-            .map(|m| CollectorConfig {
-                metric_name: m.to_string(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Config::default()
+        ..GroupConfig::default()
     }
 }
 
 #[test]
 fn targets_clamp_created_to_one_and_leave_started() {
-    let t = TargetExprs::compile(&config("q", "q", &["q"])).unwrap();
+    let t = TargetExprs::compile(&group("q", "q"), &["q"]).unwrap();
     let counts = t.evaluate(&vars(&[("q", 0.0)])).unwrap();
     assert_eq!(
         counts.created,
@@ -221,7 +214,7 @@ fn targets_clamp_created_to_one_and_leave_started() {
 
 #[test]
 fn unset_targets_are_none() {
-    let t = TargetExprs::compile(&config("", "ceil(q / 10)", &["q"])).unwrap();
+    let t = TargetExprs::compile(&group("", "ceil(q / 10)"), &["q"]).unwrap();
     let counts = t.evaluate(&vars(&[("q", 35.0)])).unwrap();
     assert_eq!(counts.created, Bounds::default());
     assert_eq!(
@@ -235,27 +228,29 @@ fn unset_targets_are_none() {
 
 #[test]
 fn start_up_errors_name_the_key() {
-    let err = TargetExprs::compile(&config("", "q > 0 ? 1 : 0", &["q"])).unwrap_err();
+    let err = TargetExprs::compile(&group("", "q > 0 ? 1 : 0"), &["q"]).unwrap_err();
     assert_eq!(err.key, "started-machine-count");
     assert!(
         err.to_string()
             .starts_with("started-machine-count: expression \"q > 0 ? 1 : 0\" uses")
     );
-    let c = Config {
+    let c = GroupConfig {
         min_created_machine_count: "1".into(),
         max_created_machine_count: "nope + 1".into(),
-        ..config("", "", &["q"])
+        ..group("", "")
     };
-    let err = TargetExprs::compile(&c).unwrap_err();
+    let err = TargetExprs::compile(&c, &["q"]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "max-created-machine-count: unknown variable \"nope\"; collected metrics are: q"
+        "max-created-machine-count: unknown variable \"nope\"; collected metrics are: q (and the time variables hour, minute, weekday, day, month)"
     );
+    let time = TargetExprs::compile(&group("", "if(lt(hour, 8), 1, 2)"), &["q"]);
+    assert!(time.is_ok(), "time variables need no collector");
 }
 
 #[test]
 fn evaluation_errors_name_the_target() {
-    let t = TargetExprs::compile(&config("", "q", &["q"])).unwrap();
+    let t = TargetExprs::compile(&group("", "q"), &["q"]).unwrap();
     let err = t.evaluate(&vars(&[("q", f64::NAN)])).unwrap_err();
     assert_eq!(
         err.to_string(),

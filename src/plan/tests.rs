@@ -1,23 +1,32 @@
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::*;
-use crate::machines::ImageRef;
+use crate::config::{ScaleDownMethod, Step, StopOrder};
+use crate::wire::CloneSource;
 
 /// A healthy machine with no process-group metadata (the Go tests' convention; they run with
-/// an empty process group).
+/// an empty process group), clonable.
 fn m(id: &str, state: &str) -> Machine {
     Machine {
         id: id.into(),
         state: state.into(),
         region: "iad".into(),
         host_status: "ok".into(),
-        config: Some(json!({"image": "img", "metadata": {}})),
+        clone: Some(source(json!({"image": "img", "metadata": {}}), "")),
         ..Machine::default()
     }
 }
 
+fn source(config: serde_json::Value, image: &str) -> CloneSource {
+    CloneSource {
+        config: RawValue::from_string(config.to_string()).unwrap(),
+        image: image.into(),
+    }
+}
+
 fn in_group(mut machine: Machine, group: &str) -> Machine {
-    machine.config = Some(json!({"image": "img", "metadata": {"fly_process_group": group}}));
+    machine.process_group = group.into();
     machine
 }
 
@@ -28,7 +37,13 @@ fn policy(group: &str) -> Policy<'_> {
         process_group: group,
         regions: NO_REGIONS,
         region_cursor: 0,
-        skip_launch: false,
+        initial_state: InitialState::Started,
+        max_machines: 1000,
+        max_scale_up: None,
+        max_scale_down: None,
+        stop_order: StopOrder::Id,
+        stop_priority: None,
+        scale_down_method: ScaleDownMethod::Stop,
     }
 }
 
@@ -68,7 +83,8 @@ fn no_scale_within_bounds() {
             created: 2,
             started: 1,
             stopped: 1,
-            suspended: 0
+            suspended: 0,
+            in_transition: 0,
         }
     );
 }
@@ -77,27 +93,28 @@ fn no_scale_within_bounds() {
 #[test]
 fn create_clones_first_machine() {
     let mut one = m("1", "started");
-    one.config = Some(json!({"image": "old", "metadata": {"foo": "bar"}}));
+    one.clone = Some(source(
+        json!({"image": "old", "metadata": {"foo": "bar"}}),
+        "",
+    ));
     let mut two = m("2", "stopped");
     two.region = "den".into();
-    two.config = Some(json!({"metadata": {"baz": "bat"}}));
+    two.clone = Some(source(json!({"metadata": {"baz": "bat"}}), ""));
     let mut three = m("3", "destroying");
     three.host_status = String::new();
-    three.config = None;
+    three.clone = None;
     let p = plan(&created(Some(4), Some(4)), &[one, two, three], &policy(""));
-    let Action::Create { source, launches } = &p.action else {
+    let Action::Create(l) = &p.action else {
         panic!("{:?}", p.action)
     };
-    assert_eq!(source, "1");
-    assert_eq!(launches.len(), 2);
-    for l in launches {
-        assert_eq!(l.config["metadata"]["foo"], "bar");
-        assert_eq!(
-            l.region, "iad",
-            "no regions configured: the source's region"
-        );
-        assert!(!l.skip_launch);
-    }
+    assert_eq!(l.source, "1");
+    assert_eq!(l.config["metadata"]["foo"], "bar");
+    assert_eq!(
+        l.regions,
+        ["iad", "iad"],
+        "no regions configured: the source's region"
+    );
+    assert!(!l.skip_launch);
     assert_eq!(p.current.created, 2);
 }
 
@@ -204,7 +221,8 @@ fn suspended_machines_are_created_not_started_and_resumed_first() {
             created: 4,
             started: 1,
             stopped: 1,
-            suspended: 2
+            suspended: 2,
+            in_transition: 0,
         }
     );
     assert_eq!(
@@ -223,10 +241,27 @@ fn destroy_order_is_stopped_suspended_created_started() {
         m("2", "created"),
         m("3", "suspended"),
         m("4", "stopped"),
-        m("5", "starting"),
+        m("6", "started"),
     ];
     let p = plan(&created(Some(1), Some(1)), &machines, &policy(""));
     assert_eq!(p.action, Action::Destroy(ids(&["4", "3", "2", "1"])));
+}
+
+// Issue 9, defect 1: a machine in transition counts but is never destroyed, so the last
+// stable machine (the clone source) stays.
+#[test]
+fn destroy_keeps_the_last_stable_machine_when_others_are_in_transition() {
+    let machines = [
+        m("1", "started"),
+        m("2", "created"),
+        m("3", "suspended"),
+        m("4", "stopped"),
+        m("5", "starting"),
+    ];
+    let p = plan(&created(Some(1), Some(1)), &machines, &policy(""));
+    assert_eq!(p.current.created, 5);
+    assert_eq!(p.current.in_transition, 1);
+    assert_eq!(p.action, Action::Destroy(ids(&["4", "3", "2"])));
 }
 
 #[test]
@@ -267,8 +302,8 @@ fn only_the_configured_process_group_counts() {
 
 #[test]
 fn legacy_process_group_metadata_counts() {
-    let mut legacy = m("1", "stopped");
-    legacy.config = Some(json!({"metadata": {"process_group": "app"}}));
+    // The wire reader resolves the legacy key; see wire's tests.
+    let legacy = in_group(m("1", "stopped"), "app");
     let p = plan(&started(1, 1), &[legacy], &policy("app"));
     assert_eq!(
         p.action,
@@ -283,7 +318,7 @@ fn legacy_process_group_metadata_counts() {
 fn unreachable_hosts_are_ignored() {
     let mut unreachable = m("1", "stopped");
     unreachable.host_status = "unreachable".into();
-    unreachable.incomplete_config = unreachable.config.take();
+    unreachable.clone = None;
     let mut unknown = m("2", "started");
     unknown.host_status = "unknown".into();
     let p = plan(
@@ -338,44 +373,40 @@ fn regions_round_robin_from_the_cursor() {
         &created(Some(5), None),
         &[source],
         &Policy {
-            process_group: "",
-            regions: &regions,
             region_cursor: 1,
-            skip_launch: true,
+            regions: &regions,
+            initial_state: InitialState::Stopped,
+            ..policy("")
         },
     );
-    let Action::Create { launches, .. } = p.action else {
+    let Action::Create(l) = p.action else {
         panic!()
     };
-    let got: Vec<&str> = launches.iter().map(|l| l.region.as_str()).collect();
     assert_eq!(
-        got,
+        l.regions,
         ["ams", "sjc", "iad", "ams"],
         "an empty region means the source's region"
     );
-    assert!(launches.iter().all(|l| l.skip_launch));
+    assert!(l.requests().all(|r| r.skip_launch));
 }
 
 #[test]
 fn clone_pins_the_image_and_keeps_unknown_config_fields() {
-    let mut source = m("1", "stopped");
-    source.image_ref = Some(ImageRef {
-        registry: "registry.fly.io".into(),
-        repository: "my-app".into(),
-        tag: "deployment-1".into(),
-        digest: "sha256:abc".into(),
-    });
-    source.config = Some(json!({
-        "image": "registry.fly.io/my-app:deployment-1",
-        "services": [{"autostop": "suspend", "future_field": {"x": 1}}],
-        "mounts": [],
-        "metadata": {}
-    }));
-    let p = plan(&created(Some(2), None), &[source], &policy(""));
-    let Action::Create { launches, .. } = p.action else {
+    let mut one = m("1", "stopped");
+    one.clone = Some(source(
+        json!({
+            "image": "registry.fly.io/my-app:deployment-1",
+            "services": [{"autostop": "suspend", "future_field": {"x": 1}}],
+            "mounts": [],
+            "metadata": {}
+        }),
+        "registry.fly.io/my-app:deployment-1@sha256:abc",
+    ));
+    let p = plan(&created(Some(2), None), &[one], &policy(""));
+    let Action::Create(l) = p.action else {
         panic!()
     };
-    let c = &launches[0].config;
+    let c = &l.config;
     assert_eq!(c["image"], "registry.fly.io/my-app:deployment-1@sha256:abc");
     assert_eq!(c["services"][0]["autostop"], "suspend");
     assert_eq!(c["services"][0]["future_field"]["x"], 1);
@@ -385,32 +416,36 @@ fn clone_pins_the_image_and_keeps_unknown_config_fields() {
 #[test]
 fn clone_source_skips_machines_without_config() {
     let mut bare = m("1", "started");
-    bare.config = None;
+    bare.clone = None;
     let p = plan(
         &created(Some(3), None),
         &[bare, m("2", "stopped")],
         &policy(""),
     );
-    assert!(matches!(p.action, Action::Create { ref source, .. } if source == "2"));
+    assert!(matches!(p.action, Action::Create(ref l) if l.source == "2"));
 }
 
 #[test]
 fn list_fixture_with_default_group() {
-    let machines: Vec<Machine> = serde_json::from_str(include_str!(
-        "../../testdata/fixtures/list-machines-response.json"
-    ))
+    let machines = crate::wire::read_machine_list(
+        &include_bytes!("../../testdata/fixtures/list-machines-response.json")[..],
+        100,
+    )
     .unwrap();
     let p = plan(&created(Some(6), None), &machines, &policy("app"));
     assert_eq!(
         p.current,
         Current {
-            created: 5,
+            created: 4,
             started: 1,
             stopped: 1,
-            suspended: 1
-        }
+            suspended: 1,
+            in_transition: 0,
+        },
+        "the destroying machine is not counted"
     );
-    assert!(matches!(p.action, Action::Create { ref source, .. } if source == "e2865641be1d86"));
+    assert_eq!(p.skipped.ignored_state, 1);
+    assert!(matches!(p.action, Action::Create(ref l) if l.source == "e2865641be1d86"));
 }
 
 #[test]
@@ -423,4 +458,421 @@ fn summary_is_readable() {
     assert_eq!(p.summary(), "start 2 of [1, 2]");
     let p = plan(&started(3, 3), &[m("1", "started")], &policy(""));
     assert_eq!(p.summary(), "no scale: 2 short, nothing left to start");
+}
+
+// Issue 9, defect 1: a `failed` (or `destroying`, `replacing`) machine is not counted as
+// created, so a created count of 1 destroys nothing.
+#[test]
+fn machines_in_ignored_or_transient_states_never_cost_the_live_one() {
+    for other in [
+        "failed",
+        "destroying",
+        "replacing",
+        "launch_failed",
+        "bogus",
+    ] {
+        let p = plan(
+            &created(Some(1), Some(1)),
+            &[m("1", "started"), m("2", other)],
+            &policy(""),
+        );
+        assert_eq!(p.action, Action::None, "with {other}");
+    }
+}
+
+// Issue 9: scaling 3 → 1 while destroys are slow: the machines being destroyed are not
+// counted, so the next cycle leaves the survivor alone.
+#[test]
+fn slow_destroys_do_not_cascade() {
+    let first = plan(
+        &created(Some(1), Some(1)),
+        &[m("1", "started"), m("2", "started"), m("3", "started")],
+        &policy(""),
+    );
+    assert_eq!(first.action, Action::Destroy(ids(&["1", "2"])));
+    let next = plan(
+        &created(Some(1), Some(1)),
+        &[
+            m("1", "destroying"),
+            m("2", "destroying"),
+            m("3", "started"),
+        ],
+        &policy(""),
+    );
+    assert_eq!(next.action, Action::None);
+}
+
+// Go issue 20: a slow stop counts as stopped; the next cycle neither stops another machine
+// nor starts one to make up for it.
+#[test]
+fn slow_stops_are_not_compensated() {
+    let p = plan(
+        &started(1, 1),
+        &[m("1", "stopping"), m("2", "started"), m("3", "stopped")],
+        &policy(""),
+    );
+    assert_eq!(p.action, Action::None);
+    assert_eq!(p.current.stopped, 2);
+    assert_eq!(p.current.in_transition, 1);
+}
+
+#[test]
+fn machines_in_transition_are_never_picked() {
+    let p = plan(
+        &started(3, 3),
+        &[m("1", "stopping"), m("2", "suspending"), m("3", "started")],
+        &policy(""),
+    );
+    assert_eq!(
+        p.action,
+        Action::Start {
+            candidates: vec![],
+            needed: 2
+        }
+    );
+    let p = plan(
+        &started(0, 0),
+        &[m("1", "starting"), m("2", "updating"), m("3", "started")],
+        &policy(""),
+    );
+    assert_eq!(
+        p.action,
+        Action::Stop {
+            candidates: ids(&["3"]),
+            needed: 3
+        }
+    );
+}
+
+#[test]
+fn creating_machines_count_as_the_initial_state() {
+    let machines = [m("1", "started"), m("2", "creating")];
+    let p = plan(&started(2, 2), &machines, &policy(""));
+    assert_eq!(p.action, Action::None, "creating → started");
+    let stopped_policy = Policy {
+        initial_state: InitialState::Stopped,
+        ..policy("")
+    };
+    let p = plan(&started(2, 2), &machines, &stopped_policy);
+    assert_eq!(p.current.stopped, 1);
+    assert_eq!(
+        p.action,
+        Action::Start {
+            candidates: vec![],
+            needed: 1
+        }
+    );
+}
+
+// Issue 9, defect 2: a duplicate id is one machine.
+#[test]
+fn duplicate_ids_are_one_machine() {
+    let p = plan(
+        &created(Some(1), Some(1)),
+        &[m("1", "started"), m("1", "started")],
+        &policy(""),
+    );
+    assert_eq!(p.action, Action::None);
+    assert_eq!(p.skipped.duplicate_id, 1);
+    let p = plan(
+        &started(2, 2),
+        &[m("1", "stopped"), m("1", "stopped")],
+        &policy(""),
+    );
+    assert_eq!(
+        p.action,
+        Action::Start {
+            candidates: ids(&["1"]),
+            needed: 2
+        }
+    );
+}
+
+// Issue 9, defect 6: a machine without an id is never addressed.
+#[test]
+fn machines_without_id_are_skipped() {
+    let p = plan(
+        &started(1, 1),
+        &[m("", "stopped"), m("2", "stopped")],
+        &policy(""),
+    );
+    assert_eq!(p.skipped.no_id, 1);
+    assert_eq!(
+        p.action,
+        Action::Start {
+            candidates: ids(&["2"]),
+            needed: 1
+        }
+    );
+}
+
+// Issue 9, defect 3: no plan holds more than max_machines actions.
+#[test]
+fn actions_are_bounded_by_max_machines() {
+    let bounded = Policy {
+        max_machines: 3,
+        ..policy("")
+    };
+    let p = plan(
+        &created(Some(u32::MAX), None),
+        &[m("1", "started")],
+        &bounded,
+    );
+    assert!(matches!(p.action, Action::Create(ref l) if l.regions.len() == 3));
+    let many: Vec<Machine> = (0..10).map(|i| m(&i.to_string(), "started")).collect();
+    let p = plan(&started(0, 0), &many, &bounded);
+    assert!(matches!(p.action, Action::Stop { needed: 3, .. }));
+    let p = plan(&created(Some(1), Some(1)), &many, &bounded);
+    assert!(matches!(p.action, Action::Destroy(ref ids) if ids.len() == 3));
+}
+
+#[test]
+fn targets_are_clamped() {
+    let mut t = created(Some(5_000), Some(7));
+    t.started.max = Some(u32::MAX);
+    assert!(t.clamp_to(1000));
+    assert_eq!(t.created.min, Some(1000));
+    assert_eq!(t.created.max, Some(7));
+    assert_eq!(t.started.max, Some(1000));
+    assert!(!t.clamp_to(1000));
+}
+
+/// Property tests: random machine lists (any state, duplicates, missing ids, other groups,
+/// unreachable hosts) and random targets never break the planner's invariants.
+mod invariants {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STATES: &[&str] = &[
+        "created",
+        "started",
+        "stopped",
+        "suspended",
+        "starting",
+        "stopping",
+        "suspending",
+        "creating",
+        "replacing",
+        "destroying",
+        "destroyed",
+        "failed",
+        "launch_failed",
+        "",
+        "weird",
+    ];
+
+    fn machine() -> impl Strategy<Value = Machine> {
+        (
+            prop::sample::select(&["", "1", "2", "3", "4", "5", "6", "7", "8"][..]),
+            prop::sample::select(STATES),
+            prop::sample::select(&["ok", "ok", "ok", "unreachable", ""][..]),
+            prop::sample::select(&["", "", "app", "worker"][..]),
+            any::<bool>(),
+        )
+            .prop_map(|(id, state, host, group, clonable)| {
+                let mut machine = m(id, state);
+                machine.host_status = host.into();
+                machine.process_group = group.into();
+                if !clonable {
+                    machine.clone = None;
+                }
+                machine
+            })
+    }
+
+    fn bound() -> impl Strategy<Value = Option<u32>> {
+        prop_oneof![Just(None), (0u32..12).prop_map(Some), Just(Some(u32::MAX))]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn planner_invariants(
+            machines in prop::collection::vec(machine(), 0..14),
+            bounds in (bound(), bound(), bound(), bound()),
+            max_machines in 1usize..6,
+            initial_stopped in any::<bool>(),
+        ) {
+            let targets = TargetCounts {
+                created: Bounds { min: bounds.0.map(|v| v.max(1)), max: bounds.1.map(|v| v.max(1)) },
+                started: Bounds { min: bounds.2, max: bounds.3 },
+            };
+            let policy = Policy {
+                max_machines,
+                initial_state: if initial_stopped { InitialState::Stopped } else { InitialState::Started },
+                ..policy("")
+            };
+            let p = plan(&targets, &machines, &policy);
+            // The group's machines, each id by its first listing (as the planner reads them).
+            let mut seen = HashSet::new();
+            let managed: Vec<&Machine> = machines
+                .iter()
+                .filter(|m| m.host_status == "ok" && m.process_group.is_empty() && !m.id.is_empty())
+                .filter(|m| seen.insert(m.id.clone()))
+                .collect();
+            let state_of = |id: &str| managed.iter().find(|m| m.id == id).map(|m| m.state.as_str());
+            let addressed: Vec<&String> = match &p.action {
+                Action::Destroy(ids) => ids.iter().collect(),
+                Action::Start { candidates, .. }
+                | Action::Stop { candidates, .. }
+                | Action::Suspend { candidates, .. } => candidates.iter().collect(),
+                _ => vec![],
+            };
+            // Never twice, never without an id, only machines of the group in a stable state.
+            let unique: HashSet<&String> = addressed.iter().copied().collect();
+            prop_assert_eq!(unique.len(), addressed.len());
+            for id in &addressed {
+                prop_assert!(!id.is_empty());
+                let state = state_of(id);
+                prop_assert!(matches!(state, Some("created" | "started" | "stopped" | "suspended")), "{id} is {state:?}");
+            }
+            match &p.action {
+                Action::Create(l) => {
+                    prop_assert!(l.regions.len() <= max_machines && !l.regions.is_empty());
+                    let source = state_of(&l.source);
+                    prop_assert!(matches!(source, Some("created" | "started" | "stopped" | "suspended")));
+                }
+                Action::Destroy(ids) => {
+                    prop_assert!(ids.len() <= max_machines);
+                    let stable = |m: &&&Machine| matches!(m.state.as_str(), "created" | "started" | "stopped" | "suspended");
+                    let stable_before = managed.iter().any(|m| stable(&m));
+                    let stable_after = managed.iter().filter(stable).any(|m| !ids.contains(&m.id));
+                    prop_assert!(!stable_before || stable_after, "destroy left no stable machine: {:?}", p.action);
+                }
+                Action::Start { candidates, needed } => {
+                    prop_assert!(*needed <= max_machines);
+                    for id in candidates {
+                        prop_assert!(matches!(state_of(id), Some("stopped" | "suspended")));
+                    }
+                }
+                Action::Stop { candidates, needed } | Action::Suspend { candidates, needed } => {
+                    prop_assert!(*needed <= max_machines);
+                    for id in candidates {
+                        prop_assert_eq!(state_of(id), Some("started"));
+                    }
+                }
+                Action::None | Action::NoCloneSource => {}
+            }
+        }
+    }
+}
+
+// Issue 12: step limits, as a count or a percentage of the created count.
+#[test]
+fn step_limits_bound_each_direction() {
+    let stepped = |up, down| Policy {
+        max_scale_up: up,
+        max_scale_down: down,
+        ..policy("")
+    };
+    let stopped: Vec<Machine> = (0..10).map(|i| m(&format!("s{i}"), "stopped")).collect();
+    let p = plan(
+        &started(10, 10),
+        &stopped,
+        &stepped(Some(Step::Count(2)), None),
+    );
+    assert!(matches!(p.action, Action::Start { needed: 2, .. }));
+    assert_eq!(p.limited_by, Some(Held::MaxScaleUp));
+    // 25% of 10 created machines, rounded up: 3.
+    let p = plan(
+        &started(10, 10),
+        &stopped,
+        &stepped(Some(Step::Percent(25)), None),
+    );
+    assert!(matches!(p.action, Action::Start { needed: 3, .. }));
+    // Never below 1, even at 1% of few machines.
+    let p = plan(
+        &started(10, 10),
+        &stopped,
+        &stepped(Some(Step::Percent(1)), None),
+    );
+    assert!(matches!(p.action, Action::Start { needed: 1, .. }));
+    // A limit that does not bind is not reported.
+    let p = plan(
+        &started(1, 1),
+        &stopped,
+        &stepped(Some(Step::Count(2)), None),
+    );
+    assert_eq!(p.limited_by, None);
+    let running: Vec<Machine> = (0..10).map(|i| m(&format!("r{i}"), "started")).collect();
+    let p = plan(
+        &started(0, 0),
+        &running,
+        &stepped(None, Some(Step::Count(4))),
+    );
+    assert!(matches!(p.action, Action::Stop { needed: 4, .. }));
+    assert_eq!(p.limited_by, Some(Held::MaxScaleDown));
+    let p = plan(
+        &created(Some(1), Some(1)),
+        &running,
+        &stepped(None, Some(Step::Percent(50))),
+    );
+    assert!(matches!(p.action, Action::Destroy(ref ids) if ids.len() == 5));
+    let p = plan(
+        &created(Some(30), None),
+        &running,
+        &stepped(Some(Step::Count(2)), None),
+    );
+    assert!(matches!(p.action, Action::Create(ref l) if l.regions.len() == 2));
+}
+
+fn aged(id: &str, created_at: &str) -> Machine {
+    Machine {
+        created_at: created_at.into(),
+        ..m(id, "started")
+    }
+}
+
+#[test]
+fn stop_order_and_priorities() {
+    let machines = [
+        aged("a", "2026-01-02T00:00:00Z"),
+        aged("b", "2026-01-03T00:00:00Z"),
+        aged("c", "2026-01-01T00:00:00Z"),
+    ];
+    let order = |stop_order, priority: Option<&HashMap<String, f64>>| {
+        let p = plan(
+            &started(0, 0),
+            &machines,
+            &Policy {
+                stop_order,
+                stop_priority: priority,
+                ..policy("")
+            },
+        );
+        match p.action {
+            Action::Stop { candidates, .. } => candidates,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(order(StopOrder::Id, None), ["a", "b", "c"]);
+    assert_eq!(order(StopOrder::Newest, None), ["b", "a", "c"]);
+    assert_eq!(order(StopOrder::Oldest, None), ["c", "a", "b"]);
+    // The least loaded first; machines without a sample after those with one.
+    let load: HashMap<String, f64> = [("c".to_string(), 9.0), ("b".to_string(), 0.5)].into();
+    assert_eq!(order(StopOrder::Id, Some(&load)), ["b", "c", "a"]);
+}
+
+#[test]
+fn scale_down_by_suspend() {
+    let p = plan(
+        &started(1, 1),
+        &[m("1", "started"), m("2", "started"), m("3", "suspended")],
+        &Policy {
+            scale_down_method: ScaleDownMethod::Suspend,
+            ..policy("")
+        },
+    );
+    assert_eq!(
+        p.action,
+        Action::Suspend {
+            candidates: ids(&["1", "2"]),
+            needed: 1
+        }
+    );
+    assert_eq!(p.summary(), "suspend 1 of [1, 2]");
 }

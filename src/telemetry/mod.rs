@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use server::MetricsServer;
 
-use crate::plan::{Current, TargetCounts};
+use crate::plan::{Current, Skipped, TargetCounts};
 
 /// Buckets of `fas_reconcile_duration_seconds`.
 const DURATION_BUCKETS: [f64; 11] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -43,6 +43,7 @@ pub enum MachineOp {
     Destroy,
     Start,
     Stop,
+    Suspend,
 }
 
 impl MachineOp {
@@ -52,6 +53,57 @@ impl MachineOp {
             MachineOp::Destroy => "destroy",
             MachineOp::Start => "start",
             MachineOp::Stop => "stop",
+            MachineOp::Suspend => "suspend",
+        }
+    }
+
+    /// As in the Go program's log lines: `machine started`.
+    pub fn past_tense(self) -> &'static str {
+        match self {
+            MachineOp::Create => "created",
+            MachineOp::Destroy => "destroyed",
+            MachineOp::Start => "started",
+            MachineOp::Stop => "stopped",
+            MachineOp::Suspend => "suspended",
+        }
+    }
+}
+
+/// Whose series: an app, and its process group when `process-groups` is used (without it the
+/// series keep the labels they always had).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub app: &'a str,
+    pub group: Option<&'a str>,
+}
+
+impl<'a> Scope<'a> {
+    /// The scope's labels followed by `more`.
+    fn with(&self, more: &[(&'static str, &'a str)]) -> Vec<(&'static str, &'a str)> {
+        let mut labels = vec![("app", self.app)];
+        if let Some(group) = self.group {
+            labels.push(("process_group", group));
+        }
+        labels.extend_from_slice(more);
+        labels
+    }
+}
+
+/// How a machine operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpStatus {
+    Ok,
+    Failed,
+    /// The machine could not be read back after an answer that left its state open.
+    Unknown,
+}
+
+impl OpStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            OpStatus::Ok => "ok",
+            OpStatus::Failed => "failed",
+            OpStatus::Unknown => "unknown",
         }
     }
 }
@@ -81,8 +133,12 @@ const ERRORS: &str = "fas_reconcile_errors_total";
 const SKIPPED: &str = "fas_skipped_ticks_total";
 const METRIC_VALUE: &str = "fas_metric_value";
 const TARGET: &str = "fas_target_machines";
+const EFFECTIVE_TARGET: &str = "fas_effective_target_machines";
+const FALLBACK: &str = "fas_fallback_active";
 const MACHINES: &str = "fas_machines";
 const APPS: &str = "fas_managed_apps";
+const SKIPPED_MACHINES: &str = "fas_skipped_machines";
+const PANICS: &str = "fas_panics_total";
 
 impl Default for Telemetry {
     fn default() -> Self {
@@ -145,11 +201,31 @@ impl Telemetry {
                 "Target machine counts from the expressions (created/started, min/max).",
             ),
             family(
+                EFFECTIVE_TARGET,
+                Kind::Gauge,
+                "Target machine counts after the scale controls (stabilization, cooldown, fallback).",
+            ),
+            family(
+                FALLBACK,
+                Kind::Gauge,
+                "1 while an app's targets come from its fallback counts (metrics failing).",
+            ),
+            family(
                 MACHINES,
                 Kind::Gauge,
                 "Managed machines by state at the last reconcile (created = all states).",
             ),
             family(APPS, Kind::Gauge, "Apps currently being reconciled."),
+            family(
+                SKIPPED_MACHINES,
+                Kind::Gauge,
+                "Listed machines of the group left out of the last plan, by reason.",
+            ),
+            family(
+                PANICS,
+                Kind::Counter,
+                "Reconciles that ended in an internal error (a bug); the app is tried again next tick.",
+            ),
         ];
         // The Go program exported these from start-up, at zero.
         for (name, statuses) in [
@@ -193,30 +269,51 @@ impl Telemetry {
     }
 
     /// One machine operation and its outcome.
-    pub fn machine_op(&self, app: &str, op: MachineOp, ok: bool) {
-        let status = if ok { "ok" } else { "failed" };
+    pub fn machine_op(&self, who: Scope, op: MachineOp, status: OpStatus) {
         self.inc(
             ACTIONS,
-            &[("app", app), ("op", op.as_str()), ("status", status)],
+            &who.with(&[("op", op.as_str()), ("status", status.as_str())]),
         );
+        // The Go families know only ok and failed, and no suspend.
+        let go_status = if status == OpStatus::Ok {
+            "ok"
+        } else {
+            "failed"
+        };
         match op {
-            MachineOp::Start => self.inc(GO_START, &[("status", status)]),
-            MachineOp::Stop => self.inc(GO_STOP, &[("status", status)]),
-            MachineOp::Create | MachineOp::Destroy => {}
+            MachineOp::Start => self.inc(GO_START, &[("status", go_status)]),
+            MachineOp::Stop => self.inc(GO_STOP, &[("status", go_status)]),
+            MachineOp::Create | MachineOp::Destroy | MachineOp::Suspend => {}
         }
     }
 
-    /// A completed reconcile and the action it took (`create`, …, `no_scale`).
-    pub fn reconciled(&self, app: &str, action: &str, took: Duration) {
-        self.inc(GO_RECONCILE, &[("status", action)]);
-        self.inc(RECONCILES, &[("app", app), ("action", action)]);
-        self.observe_duration(took);
+    /// A reconcile that panicked (caught by its worker).
+    pub fn panicked(&self, app: &str) {
+        self.inc(PANICS, &[("app", app)]);
     }
 
-    /// A reconcile that failed before acting.
-    pub fn reconcile_failed(&self, app: &str, kind: &str, took: Duration) {
-        self.inc(ERRORS, &[("app", app), ("kind", kind)]);
-        self.observe_duration(took);
+    /// A completed plan and the action it took (`create`, …, `no_scale`).
+    pub fn reconciled(&self, who: Scope, action: &str) {
+        self.inc(GO_RECONCILE, &[("status", action)]);
+        self.inc(RECONCILES, &who.with(&[("action", action)]));
+    }
+
+    /// A reconcile (or one group's part of it) that failed before acting.
+    pub fn reconcile_failed(&self, who: Scope, kind: &str) {
+        self.inc(ERRORS, &who.with(&[("kind", kind)]));
+    }
+
+    /// How long one app's reconcile took, whatever its outcome.
+    pub fn observe_duration(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut h = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
     }
 
     /// A tick on which `app` was not reconciled (`busy`, `deploy_in_progress`, …).
@@ -228,26 +325,41 @@ impl Telemetry {
         self.set(METRIC_VALUE, &[("app", app), ("metric", metric)], value);
     }
 
-    pub fn targets(&self, app: &str, t: &TargetCounts) {
-        for (state, bounds) in [("created", t.created), ("started", t.started)] {
-            for (bound, value) in [("min", bounds.min), ("max", bounds.max)] {
-                let labels = [("app", app), ("state", state), ("bound", bound)];
-                match value {
-                    Some(v) => self.set(TARGET, &labels, f64::from(v)),
-                    None => self.remove(TARGET, &labels),
+    /// The targets the expressions asked for and those after the scale controls.
+    pub fn targets(&self, who: Scope, raw: &TargetCounts, effective: &TargetCounts) {
+        for (family, t) in [(TARGET, raw), (EFFECTIVE_TARGET, effective)] {
+            for (state, bounds) in [("created", t.created), ("started", t.started)] {
+                for (bound, value) in [("min", bounds.min), ("max", bounds.max)] {
+                    let labels = who.with(&[("state", state), ("bound", bound)]);
+                    match value {
+                        Some(v) => self.set(family, &labels, f64::from(v)),
+                        None => self.remove(family, &labels),
+                    }
                 }
             }
         }
     }
 
-    pub fn current(&self, app: &str, c: &Current) {
+    pub fn fallback_active(&self, who: Scope, active: bool) {
+        self.set(FALLBACK, &who.with(&[]), f64::from(u8::from(active)));
+    }
+
+    pub fn current(&self, who: Scope, c: &Current, skipped: &Skipped) {
         for (state, n) in [
             ("created", c.created),
             ("started", c.started),
             ("stopped", c.stopped),
             ("suspended", c.suspended),
+            ("in_transition", c.in_transition),
         ] {
-            self.set(MACHINES, &[("app", app), ("state", state)], n as f64);
+            self.set(MACHINES, &who.with(&[("state", state)]), n as f64);
+        }
+        for (reason, n) in [
+            ("no_id", skipped.no_id),
+            ("duplicate_id", skipped.duplicate_id),
+            ("ignored_state", skipped.ignored_state),
+        ] {
+            self.set(SKIPPED_MACHINES, &who.with(&[("reason", reason)]), n as f64);
         }
     }
 
@@ -272,18 +384,6 @@ impl Telemetry {
                 .series
                 .retain(|labels, _| !labels.iter().any(|(k, v)| *k == "app" && v == app));
         }
-    }
-
-    fn observe_duration(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let mut h = self.durations.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
     }
 
     /// Called by the scheduler loop at least every second.
@@ -421,27 +521,48 @@ mod tests {
     #[test]
     fn counts_and_forgets_apps() {
         let t = Telemetry::new();
-        t.machine_op("a", MachineOp::Start, true);
-        t.machine_op("a", MachineOp::Start, false);
-        t.machine_op("b", MachineOp::Create, true);
-        t.reconciled("a", "start", Duration::from_millis(20));
+        let a = Scope {
+            app: "a",
+            group: None,
+        };
+        let b = Scope {
+            app: "b",
+            group: Some("worker"),
+        };
+        t.machine_op(a, MachineOp::Start, OpStatus::Ok);
+        t.machine_op(a, MachineOp::Start, OpStatus::Failed);
+        t.machine_op(a, MachineOp::Start, OpStatus::Unknown);
+        t.machine_op(b, MachineOp::Create, OpStatus::Ok);
+        t.machine_op(b, MachineOp::Suspend, OpStatus::Ok);
+        t.reconciled(a, "start");
+        t.observe_duration(Duration::from_millis(20));
         t.metric_value("a", "queue\"depth", f64::NAN);
-        t.targets(
-            "a",
-            &TargetCounts {
-                created: Bounds::default(),
-                started: Bounds {
-                    min: Some(2),
-                    max: Some(3),
-                },
+        let raw = TargetCounts {
+            created: Bounds::default(),
+            started: Bounds {
+                min: Some(2),
+                max: Some(3),
             },
-        );
+        };
+        let effective = TargetCounts {
+            started: Bounds {
+                min: Some(2),
+                max: Some(5),
+            },
+            ..raw
+        };
+        t.targets(a, &raw, &effective);
+        t.fallback_active(b, true);
         let text = t.render();
         for line in [
             "fas_machine_start_count{status=\"ok\"} 1",
-            "fas_machine_start_count{status=\"failed\"} 1",
+            "fas_machine_start_count{status=\"failed\"} 2",
             "fas_machine_actions_total{app=\"a\",op=\"start\",status=\"ok\"} 1",
-            "fas_machine_actions_total{app=\"b\",op=\"create\",status=\"ok\"} 1",
+            "fas_machine_actions_total{app=\"a\",op=\"start\",status=\"unknown\"} 1",
+            "fas_machine_actions_total{app=\"b\",process_group=\"worker\",op=\"create\",status=\"ok\"} 1",
+            "fas_machine_actions_total{app=\"b\",process_group=\"worker\",op=\"suspend\",status=\"ok\"} 1",
+            "fas_effective_target_machines{app=\"a\",state=\"started\",bound=\"max\"} 5",
+            "fas_fallback_active{app=\"b\",process_group=\"worker\"} 1",
             "fas_reconcile_count{status=\"start\"} 1",
             "fas_reconciles_total{app=\"a\",action=\"start\"} 1",
             "fas_metric_value{app=\"a\",metric=\"queue\\\"depth\"} NaN",

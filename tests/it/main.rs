@@ -10,3 +10,4 @@ mod scratch;
 mod serve_daemon;
 mod serve_once;
 mod temporal;
+mod temporal_grpc;

@@ -1,36 +1,16 @@
-//! The Temporal collector against a real Temporal dev server (HTTP API), through `eval`:
+//! The Temporal collector against a real Temporal dev server (HTTP API, `http://` addresses;
+//! gRPC is in `temporal_grpc.rs`), through `eval`:
 //! counts by workflow type, counts falling after termination, errors from the server, mTLS and
 //! API keys through a TLS front, and error paths against a scripted server.
 
 use std::time::{Duration, Instant};
 
-use flysim::harness::{self, MetricsEndpoint, Output, Prometheus, TempDir};
+use flysim::harness::{self, MetricsEndpoint, Prometheus, RUNNING_BILLING, TempDir, Temporal};
 use flysim::{FakeServer, Reply};
 
 use crate::support;
-use crate::support::temporal::Temporal;
 use crate::support::tls::{Pki, TlsProxy};
-
-const RUNNING_A: &str = "ExecutionStatus=\"Running\" AND (WorkflowType=\"billing\")";
-
-fn started_of(stdout: &str) -> serde_json::Value {
-    let v: serde_json::Value =
-        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    v["started"]["min"].clone()
-}
-
-/// eval with a temporal collector configured through `FAS_TEMPORAL_*`.
-fn eval_env(address: &str, query: &str, extra: &[(&str, &str)]) -> Output {
-    let mut env = vec![
-        ("FAS_APP_NAME", "billing"),
-        ("FAS_STARTED_MACHINE_COUNT", "workflows"),
-        ("FAS_TEMPORAL_ADDRESS", address),
-        ("FAS_TEMPORAL_METRIC_NAME", "workflows"),
-        ("FAS_TEMPORAL_QUERY", query),
-    ];
-    env.extend_from_slice(extra);
-    support::run(&["eval"], &env)
-}
+use crate::support::{eval_env, started_of};
 
 #[test]
 fn counts_running_workflows_by_type_and_follows_terminations() {
@@ -39,7 +19,7 @@ fn counts_running_workflows_by_type_and_follows_terminations() {
         t.start_workflow("jobs", "billing", &format!("billing-{i}"), "q");
     }
     t.start_workflow("jobs", "reports", "reports-0", "q");
-    t.wait_for_count("jobs", RUNNING_A, 3, Duration::from_secs(10));
+    t.wait_for_count("jobs", RUNNING_BILLING, 3, Duration::from_secs(10));
 
     let http = t.http_url();
     let out = eval_env(
@@ -54,15 +34,15 @@ fn counts_running_workflows_by_type_and_follows_terminations() {
         "only running workflows of the type"
     );
 
-    // A bare host:port means plain http; with no query, every running workflow counts.
-    let bare = http.trim_start_matches("http://");
-    let out = eval_env(bare, "", &[("FAS_TEMPORAL_NAMESPACE", "jobs")]);
+    // With no query, every running workflow counts. (A bare host:port is gRPC:
+    // tests/temporal_grpc.rs.)
+    let out = eval_env(&http, "", &[("FAS_TEMPORAL_NAMESPACE", "jobs")]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(started_of(&out.stdout), 4);
 
     t.terminate_workflow("jobs", "billing-0");
     t.terminate_workflow("jobs", "billing-1");
-    t.wait_for_count("jobs", RUNNING_A, 1, Duration::from_secs(10));
+    t.wait_for_count("jobs", RUNNING_BILLING, 1, Duration::from_secs(10));
     let out = eval_env(
         &http,
         "WorkflowType=\"billing\"",
@@ -169,7 +149,7 @@ metric-collectors:
 fn mutual_tls_and_api_keys_through_a_tls_front() {
     let t = Temporal::start(&[]);
     t.start_workflow("default", "billing", "billing-tls", "q");
-    t.wait_for_count("default", RUNNING_A, 1, Duration::from_secs(10));
+    t.wait_for_count("default", RUNNING_BILLING, 1, Duration::from_secs(10));
     let upstream = t.http_url().trim_start_matches("http://").to_string();
     let pki = Pki::new();
     let mtls = TlsProxy::start(&pki, &upstream, true);
@@ -237,11 +217,10 @@ fn mutual_tls_and_api_keys_through_a_tls_front() {
         out.stderr
     );
 
-    // API key (Temporal Cloud style): Bearer header, and https for a bare host:port.
+    // API key (Temporal Cloud style): Bearer header.
     let tls = TlsProxy::start(&pki, &upstream, false);
-    let bare = tls.url().trim_start_matches("https://").to_string();
     let out = eval_env(
-        &bare,
+        &tls.url(),
         "WorkflowType=\"billing\"",
         &[
             ("FAS_TEMPORAL_API_KEY", "tkey-secret"),
@@ -303,8 +282,8 @@ fn html_and_hangs_from_a_scripted_server() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 
-    // gRPC's default port gets a hint that the HTTP API is wanted.
-    let out = eval_env("127.0.0.1:7233", "", &[("FAS_TIMEOUT", "2s")]);
+    // An http:// URL on gRPC's default port gets a hint about both APIs.
+    let out = eval_env("http://127.0.0.1:7233", "", &[("FAS_TIMEOUT", "2s")]);
     assert_eq!(out.code, Some(1));
     assert!(
         out.stderr.contains("7233 is Temporal's gRPC port"),

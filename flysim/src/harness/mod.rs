@@ -1,10 +1,11 @@
 //! The test environment the autoscaler's integration tests, demo and bench share: child
-//! processes in a clean environment, waiting on conditions, a real Prometheus and promtool,
-//! and the usual wiring of a `serve` run against the simulator.
+//! processes in a clean environment, waiting on conditions, real Prometheus and Temporal
+//! servers, promtool, and the usual wiring of a `serve` run against the simulator.
 
 mod process;
 mod prometheus;
 mod scenario;
+mod temporal;
 #[cfg(test)]
 mod tests;
 
@@ -15,3 +16,4 @@ pub use process::{
 };
 pub use prometheus::{MetricsEndpoint, Prometheus, promtool_check_metrics};
 pub use scenario::{PromStub, TOKEN, TOKEN_HEADER, autoscaler_env, with};
+pub use temporal::{RUNNING_BILLING, Temporal, billing_env};

