@@ -74,6 +74,8 @@ pub fn autoscaler_env(sim: &Simulator, prom: &PromStub, app: &str) -> Vec<(Strin
         ("FAS_PROMETHEUS_METRIC_NAME", "q"),
         ("FAS_PROMETHEUS_QUERY", "$APP_NAME"),
         ("FAS_TIMEOUT", "10s"),
+        // The log lines read back are text, whatever the binary's default.
+        ("FAS_LOG_FORMAT", "text"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
