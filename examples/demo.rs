@@ -209,7 +209,7 @@ fn run(out: &Out, keep: bool, interrupted: &AtomicBool) -> Result<(), String> {
         ("FAS_API_TOKEN", TOKEN),
         ("DEMO_PROMETHEUS_URL", prom_url.as_str()),
         ("DEMO_METRICS_ADDR", metrics_addr),
-        // The demo relays and reads text log lines; off a terminal the default is JSON.
+        // The demo relays and reads text log lines, whatever the binary's default.
         ("FAS_LOG_FORMAT", "text"),
     ];
     let config_arg = config.to_string_lossy().into_owned();

@@ -74,7 +74,7 @@ pub fn autoscaler_env(sim: &Simulator, prom: &PromStub, app: &str) -> Vec<(Strin
         ("FAS_PROMETHEUS_METRIC_NAME", "q"),
         ("FAS_PROMETHEUS_QUERY", "$APP_NAME"),
         ("FAS_TIMEOUT", "10s"),
-        // The log lines read back are text; off a terminal the default is JSON.
+        // The log lines read back are text, whatever the binary's default.
         ("FAS_LOG_FORMAT", "text"),
     ]
     .iter()
