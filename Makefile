@@ -26,14 +26,15 @@ deps:
 build:
 	cargo build
 
-# Every test: unit tests, integration tests against real Prometheus and Temporal servers and
-# the Machines API simulator, and the scratch-container test of the static binary.
+# Every test of the workspace: unit tests, the integration tests (tests/it) against real
+# Prometheus and Temporal servers and the Machines API simulator (flysim, with its own
+# self-tests), and the scratch-container test of the static binary.
 test: deps lint static
-	FAS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) cargo test --all-targets
+	FAS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) cargo test --workspace --all-targets
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	cargo fmt --all

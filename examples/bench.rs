@@ -5,33 +5,25 @@
 //! FAS_STATIC_BIN=target/x86_64-unknown-linux-musl/release/fly-autoscaler ./target/release/examples/bench [--quick]
 //! ```
 //!
-//! Everything runs on loopback against the Machines API simulator (`tests/support`), scripted
+//! Everything runs on loopback against the Machines API simulator (`flysim`), scripted
 //! Prometheus stand-ins with injected latency, and (for `eval`) a real Prometheus. Numbers are
 //! printed, never asserted: the exit status is 0 unless the harness itself breaks. Progress
 //! goes to stderr, the table to stdout. `--quick` shrinks every size for a smoke run.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-use std::ffi::OsStr;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
-use std::sync::mpsc;
+use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::bin::{self, Daemon, TempDir};
-use support::fake_http::{FakeServer, Reply};
-use support::prometheus::{MetricsEndpoint, Prometheus};
-use support::scenario::{TOKEN, TOKEN_HEADER};
-use support::simulator::{MachineSpec, Simulator};
-use support::temporal::Temporal;
+use flysim::harness::{
+    self, Daemon, MetricsEndpoint, PromStub, Prometheus, RUNNING_BILLING, TempDir, Temporal,
+    autoscaler_env, billing_env, log_field, tail, wait_until, with,
+};
+use flysim::{MachineSpec, Simulator};
 
 /// Clock ticks per second of `/proc/<pid>/stat` times.
 const TICKS_PER_SECOND: f64 = 100.0;
 const MIB: f64 = 1024.0 * 1024.0;
-const NO_ENV: &[(&str, &str)] = &[];
 
 /// How big each measurement is (`--quick` shrinks them).
 struct Sizes {
@@ -113,7 +105,7 @@ fn main() -> ExitCode {
         }
     }
     let sizes = if quick { &QUICK } else { &FULL };
-    let binary = bin::binary();
+    let binary = binary();
     if !binary.is_file() {
         eprintln!(
             "bench: {} not found; run `cargo build --release --bin fly-autoscaler` first",
@@ -235,37 +227,32 @@ struct BulkRun {
 
 fn bulk_start_once(n: usize, action_concurrency: Option<usize>) -> BulkRun {
     let sim = Simulator::start();
-    sim.set_token(Some(TOKEN_HEADER));
     sim.add_app("bench", "bench-app");
     for _ in 0..n {
         sim.add_machine("bench-app", MachineSpec::new("stopped"));
     }
     sim.set_latency(BULK_LATENCY);
-    let prom = scalar_prometheus(n as f64, Some(BULK_LATENCY));
+    let prom = slow_prometheus(n as f64, BULK_LATENCY);
     let conc = action_concurrency.map(|c| c.to_string());
-    let mut env = serve_env(&sim, &prom, "bench-app");
-    env.push(("FAS_DEPLOY_GUARD".into(), "false".into()));
+    let base = autoscaler_env(&sim, &prom, "bench-app");
+    let mut env = with(&base, &[STARTED_Q, ("FAS_DEPLOY_GUARD", "false")]);
     if let Some(c) = &conc {
-        env.push(("FAS_ACTION_CONCURRENCY".into(), c.clone()));
+        env.push(("FAS_ACTION_CONCURRENCY", c));
     }
-    let run = run_timed(
-        &bin::binary(),
+    let run = harness::run(
+        binary(),
         &["serve", "--once"],
         &env,
         Duration::from_secs(60),
     );
     assert_eq!(run.code, Some(0), "serve --once failed:\n{}", run.stderr);
-    let started = sim
-        .machines("bench-app")
-        .iter()
-        .filter(|m| m.state == "started")
-        .count();
+    let started = sim.count("bench-app", "started");
     assert_eq!(started, n, "not every machine started:\n{}", run.stderr);
     let took_ms = run
         .stderr
         .lines()
         .filter(|l| l.contains(" reconciled "))
-        .find_map(|l| field(l, "took_ms"))
+        .find_map(|l| log_field(l, "took_ms"))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no `reconciled ... took_ms=` line:\n{}", run.stderr));
     BulkRun {
@@ -345,15 +332,17 @@ struct WildRun {
 fn wildcard_once(apps: usize, conc: usize) -> WildRun {
     let sim = seeded_wildcard_sim(apps);
     sim.set_latency(WILD_LATENCY);
-    let prom = scalar_prometheus(1.0, Some(WILD_LATENCY));
-    let conc_s = conc.to_string();
-    let mut env = serve_env(&sim, &prom, "app-*");
-    env.push(("FAS_ORG".into(), "bench".into()));
-    env.push(("FAS_CONCURRENCY".into(), conc_s));
+    let prom = slow_prometheus(1.0, WILD_LATENCY);
+    let conc = conc.to_string();
+    let base = autoscaler_env(&sim, &prom, "app-*");
+    let env = with(
+        &base,
+        &[STARTED_Q, ("FAS_ORG", "bench"), ("FAS_CONCURRENCY", &conc)],
+    );
     sim.take_requests();
     sim.reset_max_in_flight();
-    let run = run_timed(
-        &bin::binary(),
+    let run = harness::run(
+        binary(),
         &["serve", "--once"],
         &env,
         Duration::from_secs(150),
@@ -365,7 +354,7 @@ fn wildcard_once(apps: usize, conc: usize) -> WildRun {
         tail(&run.stderr, 20)
     );
     let sim_requests = sim.take_requests().len();
-    let total = sim_requests + prom.requests().len();
+    let total = sim_requests + prom.requests();
     WildRun {
         wall: run.wall,
         peak: sim.max_in_flight(),
@@ -374,10 +363,9 @@ fn wildcard_once(apps: usize, conc: usize) -> WildRun {
     }
 }
 
-/// A simulator (token required) with `app-0000`… in org `bench`, each with 1 started machine.
+/// A simulator with `app-0000`… in org `bench`, each with 1 started machine.
 fn seeded_wildcard_sim(apps: usize) -> Simulator {
     let sim = Simulator::start();
-    sim.set_token(Some(TOKEN_HEADER));
     for i in 0..apps {
         let app = format!("app-{i:04}");
         sim.add_app("bench", &app);
@@ -470,81 +458,75 @@ struct DaemonStats {
 /// `serve` (interval 1s, concurrency 32, simulator latency 0) of the release binary with 1 app
 /// (`bench-app`) or `apps` wildcard apps, until `cycles × apps` reconciles completed.
 fn daemon_run(apps: usize, cycles: u64) -> DaemonStats {
-    daemon_run_with(&bin::binary(), apps, cycles)
+    daemon_run_with(&binary(), apps, cycles)
 }
 
 /// [`daemon_run`] of another build of the binary.
 fn daemon_run_with(program: &Path, apps: usize, cycles: u64) -> DaemonStats {
     let (sim, app_name) = if apps == 1 {
         let sim = Simulator::start();
-        sim.set_token(Some(TOKEN_HEADER));
         sim.add_app("bench", "bench-app");
         sim.add_machine("bench-app", MachineSpec::new("started"));
         (sim, "bench-app")
     } else {
         (seeded_wildcard_sim(apps), "app-*")
     };
-    let prom = scalar_prometheus(1.0, None);
-    let port = bin::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut env = serve_env(&sim, &prom, app_name);
-    env.extend(
-        [
+    let prom = PromStub::start(1.0);
+    let base = autoscaler_env(&sim, &prom, app_name);
+    let env = with(
+        &base,
+        &[
+            STARTED_Q,
             ("FAS_ORG", "bench"),
             ("FAS_CONCURRENCY", "32"),
             ("FAS_INTERVAL", "1s"),
-            ("FAS_METRICS_ADDR", addr.as_str()),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string())),
+            ("FAS_METRICS_ADDR", "127.0.0.1:0"),
+        ],
     );
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     progress(&format!(
         "serve ({}): {apps} app(s), waiting for {cycles} cycles (interval 1s)",
         program.display()
     ));
     let started = Instant::now();
-    let mut daemon = Daemon::spawn_command(&program.to_string_lossy(), &["serve"], &env_refs);
+    let mut daemon = Daemon::spawn(program, &["serve"], &env);
     let pid = daemon.pid();
-    let metrics_url = format!("http://{addr}/metrics");
+    let metrics_url = harness::metrics_url(&daemon, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("serve did not start:\n{}", tail(&daemon.stderr(), 20)));
     let want = cycles * apps as u64;
     // Progress is followed in the log (cheap for the daemon); /metrics is scraped once at the
     // end so that scraping a 1,000-app exposition does not inflate the CPU numbers.
-    let deadline = Instant::now() + Duration::from_secs(30 + 4 * cycles);
     let mut first_cycle: Option<(u64, u64)> = None;
     let mut last_report = Instant::now();
-    loop {
-        let done = count_reconciled(&daemon.stderr());
+    let mut done = 0;
+    let reached = wait_until(Duration::from_secs(30 + 4 * cycles), || {
+        done = count_reconciled(&daemon.stderr());
         if first_cycle.is_none() && done >= apps as u64 {
             first_cycle = Some((cpu_ticks(pid).unwrap_or(0), done));
-        }
-        if done >= want {
-            break;
-        }
-        if let Some(code) = daemon.wait_exit(Duration::ZERO) {
-            panic!(
-                "serve exited ({code}) early:\n{}",
-                tail(&daemon.stderr(), 20)
-            );
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "serve: only {done} of {want} reconciles after {:?}:\n{}",
-                started.elapsed(),
-                tail(&daemon.stderr(), 20)
-            );
         }
         if last_report.elapsed() >= Duration::from_secs(3) {
             progress(&format!("serve: {done}/{want} reconciles"));
             last_report = Instant::now();
         }
-        thread::sleep(Duration::from_millis(50));
+        done >= want || daemon.wait_exit(Duration::ZERO).is_some()
+    });
+    if let Some(code) = daemon.wait_exit(Duration::ZERO) {
+        panic!(
+            "serve exited ({code}) early:\n{}",
+            tail(&daemon.stderr(), 20)
+        );
     }
+    assert!(
+        reached,
+        "serve: only {done} of {want} reconciles after {:?}:\n{}",
+        started.elapsed(),
+        tail(&daemon.stderr(), 20)
+    );
     let elapsed = started.elapsed();
     let rss_kb = status_kb(pid, "VmRSS:").expect("VmRSS of serve");
     let hwm_kb = status_kb(pid, "VmHWM:").expect("VmHWM of serve");
     let ticks = cpu_ticks(pid).expect("/proc/<pid>/stat of serve");
     let (status, body) =
-        bin::http_get(&metrics_url, &[], Duration::from_secs(10)).expect("scrape /metrics");
+        harness::http_get(&metrics_url, &[], Duration::from_secs(10)).expect("scrape /metrics");
     assert_eq!(status, 200, "/metrics answered {status}");
     let reconciles = sum_series(&body, "fas_reconcile_count{") as u64;
     let errors = sum_series(&body, "fas_reconcile_errors_total{") as u64;
@@ -619,10 +601,10 @@ fn static_rows(sizes: &Sizes) -> Vec<Row> {
 
     // `version`
     progress(&format!("static: `version` × {runs}"));
-    let _ = run_timed(&path, &["version"], NO_ENV, Duration::from_secs(10));
+    let _ = harness::run(&path, &["version"], &[], Duration::from_secs(10));
     let mut walls: Vec<Duration> = (0..runs)
         .map(|_| {
-            let r = run_timed(&path, &["version"], NO_ENV, Duration::from_secs(10));
+            let r = harness::run(&path, &["version"], &[], Duration::from_secs(10));
             assert_eq!(r.code, Some(0), "version failed: {}", r.stderr);
             r.wall
         })
@@ -638,7 +620,7 @@ fn static_rows(sizes: &Sizes) -> Vec<Row> {
         "5. Static `version`: peak RSS (VmHWM)",
         gnu_time.as_ref(),
         no_time,
-        |t| peak_rss_kb(t, &path, &["version"], NO_ENV, 5),
+        |t| peak_rss_kb(t, &path, &["version"], &[], 5),
     ));
 
     // `eval` against a real Prometheus.
@@ -658,7 +640,7 @@ fn static_rows(sizes: &Sizes) -> Vec<Row> {
     ];
     let query_url = format!("{prom_url}/api/v1/query");
     let eval_once = |program: &Path| {
-        let r = run_timed(program, &["eval"], &env, Duration::from_secs(20));
+        let r = harness::run(program, &["eval"], &env, Duration::from_secs(20));
         assert_eq!(r.code, Some(0), "eval failed: {}", r.stderr);
         assert!(
             r.stdout.contains("\"min\": 4"),
@@ -671,14 +653,14 @@ fn static_rows(sizes: &Sizes) -> Vec<Row> {
         // A new agent per call: a fresh connection, like `eval`'s.
         let t = Instant::now();
         let (status, body) =
-            bin::http_get(&query_url, &[("query", &concrete)], Duration::from_secs(10))
+            harness::http_get(&query_url, &[("query", &concrete)], Duration::from_secs(10))
                 .expect("query Prometheus");
         let took = t.elapsed();
         assert_eq!(status, 200, "{body}");
         took
     };
     progress(&format!("static: `eval` × {runs}, bare query × {runs}"));
-    let release = bin::binary();
+    let release = binary();
     // Warm-up (Prometheus' query path, page cache), then interleaved runs.
     eval_once(&path);
     eval_once(&release);
@@ -763,8 +745,12 @@ fn static_rows(sizes: &Sizes) -> Vec<Row> {
 /// GNU time, whose `-f %M` prints the child's peak RSS (ru_maxrss, kB).
 fn gnu_time() -> Option<PathBuf> {
     let t = PathBuf::from("/usr/bin/time");
-    let t = if t.is_file() { t } else { bin::which("time")? };
-    let probe = run_timed(&t, &["-f", "%M", "true"], NO_ENV, Duration::from_secs(10));
+    let t = if t.is_file() {
+        t
+    } else {
+        harness::which("time")?
+    };
+    let probe = harness::run(&t, &["-f", "%M", "true"], &[], Duration::from_secs(10));
     (probe.code == Some(0) && probe.stderr.trim().parse::<u64>().is_ok()).then_some(t)
 }
 
@@ -784,7 +770,7 @@ fn peak_rss_kb(
     full.extend_from_slice(args);
     let mut readings: Vec<u64> = (0..runs)
         .map(|_| {
-            let r = run_timed(time, &full, env, Duration::from_secs(20));
+            let r = harness::run(time, &full, env, Duration::from_secs(20));
             assert_eq!(r.code, Some(0), "time {args:?} failed: {}", r.stderr);
             std::fs::read_to_string(&out)
                 .ok()
@@ -800,129 +786,19 @@ fn peak_rss_kb(
 // Shared pieces
 // ---------------------------------------------------------------------------------------------
 
-/// A Prometheus stand-in answering every query with the scalar `value`, after `delay`.
-fn scalar_prometheus(value: f64, delay: Option<Duration>) -> FakeServer {
-    let body = format!(
-        r#"{{"status":"success","data":{{"resultType":"scalar","result":[1,"{value}"]}}}}"#
-    );
-    FakeServer::start(move |_| {
-        let reply = Reply::json(200, &body);
-        match delay {
-            Some(d) => reply.delayed(d),
-            None => reply,
-        }
-    })
+/// Every run scales the started machines to the metric `q`.
+const STARTED_Q: (&str, &str) = ("FAS_STARTED_MACHINE_COUNT", "q");
+
+/// A Prometheus stand-in answering every query with `value`, after `delay`.
+fn slow_prometheus(value: f64, delay: Duration) -> PromStub {
+    let prom = PromStub::start(value);
+    prom.set_delay(delay);
+    prom
 }
 
-/// Environment of `serve` against `sim` and `prom` (metric `q`, started count `q`).
-fn serve_env(sim: &Simulator, prom: &FakeServer, app: &str) -> Vec<(String, String)> {
-    [
-        ("FAS_APP_NAME", app),
-        ("FAS_API_TOKEN", TOKEN),
-        ("FLY_FLAPS_BASE_URL", &sim.url()),
-        ("FLY_API_BASE_URL", &sim.url()),
-        ("FAS_PROMETHEUS_ADDRESS", &prom.url()),
-        ("FAS_PROMETHEUS_METRIC_NAME", "q"),
-        ("FAS_PROMETHEUS_QUERY", "sum(q)"),
-        ("FAS_STARTED_MACHINE_COUNT", "q"),
-        ("FAS_TIMEOUT", "30s"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
-/// What a timed child did.
-struct Timed {
-    wall: Duration,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `program args` (hermetic environment plus `env`, stdin null) and measures spawn to
-/// exit with a blocking `wait` (no polling delay). A watchdog SIGKILLs it after `timeout`.
-fn run_timed<K: AsRef<str>, V: AsRef<str>>(
-    program: &Path,
-    args: &[&str],
-    env: &[(K, V)],
-    timeout: Duration,
-) -> Timed {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
-    let mut cmd = bin::hermetic_command(program.as_os_str(), args, &env);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let shown = show(program.as_os_str(), args);
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
-    let readers = [
-        reader(
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        reader(
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ];
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let pid = child.id();
-    let watchdog = thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(timeout) {
-            bin::send_signal(pid, "KILL");
-            true
-        } else {
-            false
-        }
-    });
-    let status = child.wait().expect("wait for child");
-    let wall = start.elapsed();
-    let _ = done_tx.send(());
-    let killed = watchdog.join().unwrap_or(false);
-    let [stdout, stderr] = readers.map(|r| r.join().unwrap_or_default());
-    assert!(
-        !killed,
-        "{shown} still running after {timeout:?}; killed.\n{}",
-        tail(&stderr, 20)
-    );
-    Timed {
-        wall,
-        code: status.code(),
-        stdout,
-        stderr,
-    }
-}
-
-fn reader(pipe: Option<Box<dyn Read + Send>>) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
-fn show(program: &OsStr, args: &[&str]) -> String {
-    let mut s = program.to_string_lossy().into_owned();
-    for a in args {
-        s.push(' ');
-        s.push_str(a);
-    }
-    format!("`{s}`")
-}
-
-/// A `key=value` field of a text log line.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split(' ')
-        .find_map(|part| part.strip_prefix(key)?.strip_prefix('='))
+/// The release build of the autoscaler, beside this example.
+fn binary() -> PathBuf {
+    harness::built_binary("fly-autoscaler")
 }
 
 /// A `kB` value of `/proc/<pid>/status` (e.g. `VmRSS:`).
@@ -973,11 +849,6 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 // ---------------------------------------------------------------------------------------------
 // 6. Temporal: `eval` over gRPC vs over the HTTP API
 // ---------------------------------------------------------------------------------------------
@@ -988,30 +859,19 @@ fn temporal_rows(sizes: &Sizes) -> Vec<Row> {
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .filter(|p| p.is_file())
-        .unwrap_or_else(bin::binary);
+        .unwrap_or_else(binary);
     progress("temporal: starting the dev server, 3 running workflows");
     let t = Temporal::start(&[]);
     for i in 0..3 {
         t.start_workflow("default", "billing", &format!("billing-{i}"), "q");
     }
-    let running = "ExecutionStatus=\"Running\" AND (WorkflowType=\"billing\")";
-    t.wait_for_count("default", running, 3, Duration::from_secs(10));
-    let env = |address: String| {
-        vec![
-            ("FAS_APP_NAME", "billing".to_string()),
-            ("FAS_STARTED_MACHINE_COUNT", "workflows".to_string()),
-            ("FAS_TEMPORAL_ADDRESS", address),
-            ("FAS_TEMPORAL_METRIC_NAME", "workflows".to_string()),
-            (
-                "FAS_TEMPORAL_QUERY",
-                "WorkflowType=\"$APP_NAME\"".to_string(),
-            ),
-        ]
-    };
-    let grpc_env = env(t.grpc_address());
-    let http_env = env(t.http_url());
-    let eval_once = |env: &[(&str, String)]| {
-        let r = run_timed(&program, &["eval"], env, Duration::from_secs(20));
+    t.wait_for_count("default", RUNNING_BILLING, 3, Duration::from_secs(10));
+    let (grpc_address, http_url) = (t.grpc_address(), t.http_url());
+    let query = "WorkflowType=\"$APP_NAME\"";
+    let grpc_env = billing_env(&grpc_address, query);
+    let http_env = billing_env(&http_url, query);
+    let eval_once = |env: &[(&str, &str)]| {
+        let r = harness::run(&program, &["eval"], env, Duration::from_secs(20));
         assert_eq!(r.code, Some(0), "eval failed: {}", r.stderr);
         assert!(
             r.stdout.contains("\"min\": 3"),
@@ -1023,9 +883,12 @@ fn temporal_rows(sizes: &Sizes) -> Vec<Row> {
     let count_url = format!("{}/api/v1/namespaces/default/workflow-count", t.http_url());
     let query_once = || {
         let started = Instant::now();
-        let (status, body) =
-            bin::http_get(&count_url, &[("query", running)], Duration::from_secs(10))
-                .expect("count over HTTP");
+        let (status, body) = harness::http_get(
+            &count_url,
+            &[("query", RUNNING_BILLING)],
+            Duration::from_secs(10),
+        )
+        .expect("count over HTTP");
         let took = started.elapsed();
         assert_eq!(status, 200, "{body}");
         took
@@ -1043,7 +906,7 @@ fn temporal_rows(sizes: &Sizes) -> Vec<Row> {
         bare.push(query_once());
     }
     let (grpc, http, bare) = (median(&mut grpc), median(&mut http), median(&mut bare));
-    let which = if program == bin::binary() {
+    let which = if program == binary() {
         "release"
     } else {
         "static"
@@ -1131,7 +994,7 @@ fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
         format!(
             "1. Wall = `Instant` from spawn to a blocking `wait` of `serve --once` (median of {} runs); \
              `took_ms` is the binary's own `reconciled` log field, so wall minus it is start-up + exit. \
-             The simulator and the Prometheus stand-in (`FakeServer`) each add 50 ms per request; \
+             The simulator and the Prometheus stand-in (`PromStub`) each add 50 ms per request; \
              floor = collect + list + ⌈machines / action concurrency⌉ start rounds, deploy guard off; \
              peak in flight is the simulator's own counter.",
             sizes.bulk_reps

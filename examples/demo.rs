@@ -20,9 +20,6 @@
 //! `queue_depth` values, until Ctrl-C. The exit status is non-zero when a step does not
 //! converge (the autoscaler's log tail is printed).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,9 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::bin::{self, Daemon};
-use support::prometheus::{MetricsEndpoint, Prometheus};
-use support::simulator::{MachineSpec, SimMachine, Simulator};
+use flysim::harness::{self, Daemon, MetricsEndpoint, Prometheus, wait_until};
+use flysim::{MachineSpec, SimMachine, Simulator};
 
 const ORG: &str = "demo-org";
 const APP: &str = "demo-app";
@@ -168,19 +164,18 @@ fn run(out: &Out, keep: bool, interrupted: &AtomicBool) -> Result<(), String> {
         "waiting for the first scraped sample of {QUERY} (Prometheus applies new targets on a 5 s tick, so ~6 s)..."
     ));
     let waited = Instant::now();
-    let first = loop {
-        if let Some(v) = prom.query(QUERY) {
-            break v;
-        }
-        check_interrupt(interrupted)?;
-        if waited.elapsed() > FIRST_SAMPLE_DEADLINE {
-            return Err(format!(
-                "Prometheus has no sample of {QUERY} after {FIRST_SAMPLE_DEADLINE:?}; its log:\n{}",
-                prom.log_tail(20)
-            ));
-        }
-        std::thread::sleep(POLL);
-    };
+    let mut first = None;
+    wait_until(FIRST_SAMPLE_DEADLINE, || {
+        first = prom.query(QUERY);
+        first.is_some() || interrupted.load(Ordering::SeqCst)
+    });
+    check_interrupt(interrupted)?;
+    let first = first.ok_or_else(|| {
+        format!(
+            "Prometheus has no sample of {QUERY} after {FIRST_SAMPLE_DEADLINE:?}; its log:\n{}",
+            prom.log_tail(20)
+        )
+    })?;
     out.say(&format!(
         "Prometheus answers {QUERY} = {first} (after {:.1}s)",
         waited.elapsed().as_secs_f64()
@@ -204,7 +199,8 @@ fn run(out: &Out, keep: bool, interrupted: &AtomicBool) -> Result<(), String> {
     // 3. The autoscaler.
     out.step("3. fly-autoscaler serve");
     let config = config_path();
-    let metrics_addr = format!("127.0.0.1:{}", bin::free_port());
+    // The kernel picks the port; the autoscaler logs it.
+    let metrics_addr = "127.0.0.1:0";
     let sim_url = sim.url();
     let prom_url = prom.url();
     let env = [
@@ -212,11 +208,13 @@ fn run(out: &Out, keep: bool, interrupted: &AtomicBool) -> Result<(), String> {
         ("FLY_API_BASE_URL", sim_url.as_str()),
         ("FAS_API_TOKEN", TOKEN),
         ("DEMO_PROMETHEUS_URL", prom_url.as_str()),
-        ("DEMO_METRICS_ADDR", metrics_addr.as_str()),
+        ("DEMO_METRICS_ADDR", metrics_addr),
+        // The demo relays and reads text log lines, whatever the binary's default.
+        ("FAS_LOG_FORMAT", "text"),
     ];
     let config_arg = config.to_string_lossy().into_owned();
     let args = ["serve", "-config", config_arg.as_str()];
-    out.say(&format!("{} {}", bin::binary().display(), args.join(" ")));
+    out.say(&format!("{} {}", binary().display(), args.join(" ")));
     out.more(&format!(
         "config {} (interval 2s; ${{DEMO_*}} expanded from the environment):",
         display_path(&config)
@@ -230,11 +228,10 @@ fn run(out: &Out, keep: bool, interrupted: &AtomicBool) -> Result<(), String> {
     out.more(&format!(
         "     DEMO_PROMETHEUS_URL={prom_url} DEMO_METRICS_ADDR={metrics_addr}"
     ));
-    let mut daemon = Daemon::spawn(&args, &env);
+    let mut daemon = Daemon::spawn(binary(), &args, &env);
     let mut watch = Watch::new(out, &sim, interrupted);
-    let metrics_url = format!("http://{metrics_addr}/metrics");
     let result = (|| {
-        watch.wait_serving(&mut daemon, &metrics_url)?;
+        let metrics_url = watch.wait_serving(&mut daemon)?;
         out.say(&format!(
             "autoscaler (pid {}) serving its metrics at {metrics_url}",
             daemon.pid()
@@ -261,7 +258,7 @@ fn run(out: &Out, keep: bool, interrupted: &AtomicBool) -> Result<(), String> {
         // 5. The autoscaler's own metrics, then shutdown.
         out.step("5. the autoscaler's /metrics");
         let (want_starts, want_stops) = expected_actions();
-        let body = bin::http_get(&metrics_url, &[], Duration::from_secs(5))
+        let body = harness::http_get(&metrics_url, &[], Duration::from_secs(5))
             .map_err(|e| format!("GET {metrics_url}: {e}"))?
             .1;
         for line in body.lines().filter(|l| {
@@ -331,10 +328,11 @@ fn run(out: &Out, keep: bool, interrupted: &AtomicBool) -> Result<(), String> {
     drop(sim);
     drop(endpoint);
     out.say("simulator and metrics endpoint stopped");
-    if let Some(comm) = still_running(prom_pid, "prometheus")
-        .or_else(|| still_running(daemon.pid(), "fly-autoscaler"))
-    {
-        return Err(format!("a child process is still running: {comm}"));
+    let children = [("prometheus", prom_pid), ("fly-autoscaler", daemon.pid())];
+    if let Some((name, pid)) = children.iter().find(|(_, pid)| harness::is_alive(*pid)) {
+        return Err(format!(
+            "a child process is still running: {name} (pid {pid})"
+        ));
     }
 
     println!();
@@ -379,10 +377,7 @@ impl<'a> Watch<'a> {
     }
 
     fn started(&self) -> usize {
-        self.machines()
-            .iter()
-            .filter(|m| m.state == "started")
-            .count()
+        self.sim.count(APP, "started")
     }
 
     /// Prints the autoscaler's new complete log lines (timestamp dropped), indented.
@@ -437,21 +432,12 @@ impl<'a> Watch<'a> {
         self.show_table(false);
     }
 
-    /// Waits until the daemon's /healthz answers.
-    fn wait_serving(&mut self, daemon: &mut Daemon, metrics_url: &str) -> Result<(), String> {
-        let health = metrics_url.replace("/metrics", "/healthz");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            self.relay(daemon);
-            if let Ok((200, _)) = bin::http_get(&health, &[], Duration::from_secs(1)) {
-                return Ok(());
-            }
-            self.alive(daemon)?;
-            if Instant::now() > deadline {
-                return Err(format!("fly-autoscaler not serving {health} after 10 s"));
-            }
-            std::thread::sleep(POLL);
-        }
+    /// Waits until the daemon logs where it serves `/metrics`; returns that URL.
+    fn wait_serving(&mut self, daemon: &mut Daemon) -> Result<String, String> {
+        let url = harness::metrics_url(daemon, Duration::from_secs(10));
+        self.relay(daemon);
+        self.alive(daemon)?;
+        url.ok_or_else(|| "fly-autoscaler did not serve its metrics within 10 s".to_string())
     }
 
     fn alive(&mut self, daemon: &mut Daemon) -> Result<(), String> {
@@ -465,25 +451,37 @@ impl<'a> Watch<'a> {
         Ok(())
     }
 
+    /// Relays the log and shows the machines until `done` holds, the daemon dies, Ctrl-C,
+    /// or `timeout`; `Ok(false)` on timeout.
+    fn watch_until(
+        &mut self,
+        daemon: &mut Daemon,
+        timeout: Duration,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> Result<bool, String> {
+        let mut failed = Ok(());
+        let held = wait_until(timeout, || {
+            self.tick(daemon);
+            failed = self.alive(daemon);
+            failed.is_err() || done(self)
+        });
+        failed.map(|()| held)
+    }
+
     /// Waits until `expected` machines are started and the autoscaler has reconciled at least
     /// once since the step began, then for one more pass that must keep it so. Returns the
     /// time to converge.
     fn converge(&mut self, daemon: &mut Daemon, expected: usize) -> Result<Duration, String> {
         let start = Instant::now();
         let passes = self.reconciles;
-        loop {
-            self.tick(daemon);
-            self.alive(daemon)?;
-            let started = self.started();
-            if started == expected && self.reconciles > passes {
-                break;
-            }
-            if start.elapsed() > STEP_DEADLINE {
-                return Err(format!(
-                    "{started} machines started after {STEP_DEADLINE:?}, expected {expected}"
-                ));
-            }
-            std::thread::sleep(POLL);
+        let converged = self.watch_until(daemon, STEP_DEADLINE, |w| {
+            w.started() == expected && w.reconciles > passes
+        })?;
+        if !converged {
+            return Err(format!(
+                "{} machines started after {STEP_DEADLINE:?}, expected {expected}",
+                self.started()
+            ));
         }
         let took = start.elapsed();
         self.out.say(&format!(
@@ -492,14 +490,8 @@ impl<'a> Watch<'a> {
         ));
         // One more pass must leave it alone.
         let passes = self.reconciles;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.reconciles == passes {
-            self.tick(daemon);
-            self.alive(daemon)?;
-            if Instant::now() > deadline {
-                return Err("no reconcile pass logged for 10 s".to_string());
-            }
-            std::thread::sleep(POLL);
+        if !self.watch_until(daemon, Duration::from_secs(10), |w| w.reconciles > passes)? {
+            return Err("no reconcile pass logged for 10 s".to_string());
         }
         self.show_table(false);
         let started = self.started();
@@ -538,6 +530,8 @@ fn keep_running(
     out.more("type a number + Enter to set queue_depth (passes that change nothing are not shown)");
     watch.quiet = true;
     let (tx, rx) = mpsc::channel();
+    // Held here so the channel stays open when stdin ends: `recv_timeout` keeps pacing.
+    let _open = tx.clone();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
@@ -556,7 +550,8 @@ fn keep_running(
         if daemon.wait_exit(Duration::ZERO).is_some() {
             return Ok(()); // reported by the shutdown step
         }
-        while let Ok(line) = rx.try_recv() {
+        // Waits for a typed line, refreshing the display meanwhile.
+        if let Ok(line) = rx.recv_timeout(POLL) {
             match line.trim().parse::<f64>() {
                 Ok(v) if v >= 0.0 => {
                     endpoint.set_labeled("queue_depth", &[("app", APP)], v);
@@ -569,7 +564,6 @@ fn keep_running(
                 _ => out.say(&format!("not a queue_depth: {:?}", line.trim())),
             }
         }
-        std::thread::sleep(POLL);
     }
 }
 
@@ -645,7 +639,7 @@ fn check_interrupt(interrupted: &AtomicBool) -> Result<(), String> {
 
 /// The binary and Prometheus must be there; say how to get them instead of a panic.
 fn preflight() -> Result<(), String> {
-    let binary = bin::binary();
+    let binary = binary();
     if !binary.is_file() {
         return Err(format!(
             "{} not found; build it first: cargo build --bin fly-autoscaler (or run `make demo`)",
@@ -653,7 +647,7 @@ fn preflight() -> Result<(), String> {
         ));
     }
     let from_env = std::env::var_os("PROMETHEUS_BIN").is_some_and(|v| !v.is_empty());
-    if !from_env && bin::which("prometheus").is_none() {
+    if !from_env && harness::which("prometheus").is_none() {
         return Err(
             "`prometheus` not found on PATH (or $PROMETHEUS_BIN); run .ci/deps (`make demo` does)"
                 .to_string(),
@@ -664,6 +658,11 @@ fn preflight() -> Result<(), String> {
         return Err(format!("{} not found", config.display()));
     }
     Ok(())
+}
+
+/// The autoscaler, built beside this example (`make demo` builds both).
+fn binary() -> PathBuf {
+    harness::built_binary("fly-autoscaler")
 }
 
 fn config_path() -> PathBuf {
@@ -688,15 +687,4 @@ fn config_summary(path: &Path) -> Vec<String> {
         .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
         .map(str::to_string)
         .collect()
-}
-
-/// `Some(description)` when `pid` is still a live `name` process after its owner reaped it.
-fn still_running(pid: u32, name: &str) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat.rsplit_once(") ")?.1.chars().next()?;
-    if state == 'Z' {
-        return None;
-    }
-    let comm = stat.split_once(" (")?.1.rsplit_once(") ")?.0;
-    (comm == name).then(|| format!("{comm} (pid {pid})"))
 }

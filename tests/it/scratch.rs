@@ -2,16 +2,14 @@
 //! directory, run under `chroot` (no libc, no CA files, no /etc, no /proc), does `version`,
 //! `eval` against a local Prometheus and `serve --once` against the Machines API simulator.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::bin::{self, TempDir};
-use support::prometheus::{MetricsEndpoint, Prometheus};
-use support::scenario::{self, Metric};
-use support::simulator::{MachineSpec, Simulator};
+use flysim::harness::{
+    self, MetricsEndpoint, Output, PromStub, Prometheus, TempDir, autoscaler_env, with,
+};
+use flysim::{MachineSpec, Simulator};
 
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -57,17 +55,17 @@ impl Jail {
 
     /// Runs `/fly-autoscaler <args>` chrooted into the directory (as root, or as root of a
     /// new user namespace when the tests run unprivileged).
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> bin::Output {
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let root = self.dir.path().to_str().unwrap();
         let mut argv: Vec<&str> = Vec::new();
-        let is_root = bin::is_root();
+        let is_root = harness::is_root();
         if !is_root {
             argv.extend(["--user", "--map-root-user", "chroot"]);
         }
         argv.extend([root, "/fly-autoscaler"]);
         argv.extend_from_slice(args);
         let program = if is_root { "chroot" } else { "unshare" };
-        bin::run_command(program, &argv, env)
+        harness::run(program, &argv, env, Duration::from_secs(60))
     }
 }
 
@@ -122,15 +120,10 @@ fn version_eval_and_serve_once_in_an_empty_root() {
     for _ in 0..3 {
         sim.add_machine("my-app", MachineSpec::new("stopped"));
     }
-    let metric = Metric::start(2.0);
-    let base = scenario::env(&sim, &metric, "my-app");
-    let env = scenario::with(&base, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
+    let metric = PromStub::start(2.0);
+    let base = autoscaler_env(&sim, &metric, "my-app");
+    let env = with(&base, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
     let out = jail.run(&["serve", "--once"], &env);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let started = sim
-        .machines("my-app")
-        .iter()
-        .filter(|m| m.state == "started")
-        .count();
-    assert_eq!(started, 2);
+    assert_eq!(sim.count("my-app", "started"), 2);
 }

@@ -1,16 +1,15 @@
 //! `fly-autoscaler eval` end to end: against a real Prometheus scraping a test-served metric,
 //! and against a scripted server for every error path.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::bin::{self, TempDir};
-use support::fake_http::{FakeServer, Reply};
-use support::prometheus::{MetricsEndpoint, Prometheus};
+use flysim::harness::{self, MetricsEndpoint, Output, Prometheus, TempDir};
+use flysim::{FakeServer, Reply};
 
-fn eval(env: &[(&str, &str)]) -> bin::Output {
-    bin::run(&["eval"], env)
+use crate::support;
+
+fn eval(env: &[(&str, &str)]) -> Output {
+    support::run(&["eval"], env)
 }
 
 fn counts(created: Option<u32>, started: Option<u32>) -> String {
@@ -79,7 +78,7 @@ metric-collectors:
 "#
         ),
     );
-    let out = bin::run(
+    let out = support::run(
         &["eval", "-config", config.to_str().unwrap()],
         &[("PROM_URL", &url)],
     );
@@ -193,7 +192,7 @@ fn html_502_from_a_proxy() {
 
 #[test]
 fn connection_refused() {
-    let port = bin::free_port();
+    let port = harness::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let out = eval(&[
         ("FAS_APP_NAME", "my-app"),
@@ -292,8 +291,9 @@ fn scalar_result_and_get_fallback_and_token_rules() {
             .find(|r| r.method == "GET")
             .unwrap();
         assert_eq!(get.path, "/api/v1/query");
-        assert!(
-            percent_decode(&get.query).contains("query=sum(q{app=\"my-app\"})"),
+        assert_eq!(
+            get.param("query").as_deref(),
+            Some("sum(q{app=\"my-app\"})"),
             "{}",
             get.query
         );
@@ -313,22 +313,4 @@ fn scalar_result_and_get_fallback_and_token_rules() {
         "{}",
         post.body
     );
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() + 1 {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1,14 +1,13 @@
 //! `serve --once` against the Machines API simulator: the exact requests made, the resulting
 //! machine states, and fault handling that never causes an unintended action.
 
-mod support;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
+use flysim::harness::{PromStub, TOKEN_HEADER, autoscaler_env, with};
+use flysim::{Fault, FaultRule, MachineSpec, RecordedRequest, Simulator};
 use serde_json::json;
-use support::bin;
-use support::scenario::{self, Metric, TOKEN_HEADER};
-use support::simulator::{Fault, FaultRule, MachineSpec, RecordedRequest, Simulator};
+
+use crate::support;
 
 const APP: &str = "my-app";
 
@@ -20,17 +19,16 @@ struct Run {
 }
 
 /// Runs `serve --once` with the scenario env plus `extra`.
-fn once(sim: &Simulator, metric: &Metric, extra: &[(&str, &str)]) -> Run {
-    let base = scenario::env(sim, metric, APP);
-    let env = scenario::with(&base, extra);
+fn once(sim: &Simulator, metric: &PromStub, extra: &[(&str, &str)]) -> Run {
+    let base = autoscaler_env(sim, metric, APP);
+    let env = with(&base, extra);
     sim.take_requests();
-    let started = Instant::now();
-    let out = bin::run(&["serve", "--once"], &env);
+    let out = support::run(&["serve", "--once"], &env);
     Run {
         code: out.code,
         stderr: out.stderr,
         requests: sim.take_requests(),
-        took: started.elapsed(),
+        took: out.wall,
     }
 }
 
@@ -68,7 +66,7 @@ fn seed(sim: &Simulator, states: &[&str]) -> Vec<String> {
 fn starts_the_lowest_stopped_machines() {
     let sim = Simulator::start();
     let ids = seed(&sim, &["stopped", "stopped", "stopped", "started"]);
-    let metric = Metric::start(3.0);
+    let metric = PromStub::start(3.0);
     let run = once(&sim, &metric, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let list = format!("GET /v1/apps/{APP}/machines");
@@ -115,7 +113,7 @@ fn starts_the_lowest_stopped_machines() {
 fn stops_the_lowest_started_machines_with_fly_go_body() {
     let sim = Simulator::start();
     let ids = seed(&sim, &["started", "started", "started", "stopped"]);
-    let metric = Metric::start(1.0);
+    let metric = PromStub::start(1.0);
     let run = once(&sim, &metric, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let stops: Vec<&RecordedRequest> = run
@@ -165,7 +163,7 @@ fn creates_clones_with_pinned_image_regions_and_untouched_config() {
             .image("registry.fly.io/my-app:deployment-1@sha256:abc123")
             .config(config.clone()),
     );
-    let metric = Metric::start(3.0);
+    let metric = PromStub::start(3.0);
     let run = once(
         &sim,
         &metric,
@@ -236,7 +234,7 @@ fn destroys_stopped_then_suspended_with_kill() {
         &sim,
         &["started", "suspended", "stopped", "started", "stopped"],
     );
-    let metric = Metric::start(2.0);
+    let metric = PromStub::start(2.0);
     let run = once(&sim, &metric, &[("FAS_CREATED_MACHINE_COUNT", "q")]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let mut deletes: Vec<String> = calls(&run)
@@ -270,7 +268,7 @@ fn other_groups_and_unreachable_hosts_are_left_alone() {
     );
     let unknown = sim.add_machine(APP, MachineSpec::new("stopped").host_status(None));
     let app = sim.add_machine(APP, MachineSpec::new("stopped"));
-    let metric = Metric::start(5.0);
+    let metric = PromStub::start(5.0);
     let run = once(&sim, &metric, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(
@@ -291,7 +289,7 @@ fn other_groups_and_unreachable_hosts_are_left_alone() {
 fn empty_app_cannot_scale_up() {
     let sim = Simulator::start();
     sim.add_app("my-org", APP);
-    let metric = Metric::start(2.0);
+    let metric = PromStub::start(2.0);
     let run = once(&sim, &metric, &[("FAS_CREATED_MACHINE_COUNT", "q")]);
     assert_eq!(run.code, Some(1));
     assert_eq!(calls(&run), [format!("GET /v1/apps/{APP}/machines")]);
@@ -319,7 +317,7 @@ fn server_error_then_success_is_retried_for_idempotent_calls() {
         1,
         Fault::Drop,
     ));
-    let metric = Metric::start(1.0);
+    let metric = PromStub::start(1.0);
     let run = once(&sim, &metric, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let start = format!("POST /v1/apps/{APP}/machines/{}/start", ids[0]);
@@ -345,13 +343,9 @@ fn rate_limit_is_honoured_with_retry_after() {
         Some("GET"),
         Some("/machines"),
         1,
-        Fault::Status {
-            code: 429,
-            body: r#"{"error":"rate limit exceeded"}"#.into(),
-            retry_after: Some("1".into()),
-        },
+        Fault::rate_limited("1"),
     ));
-    let metric = Metric::start(2.0);
+    let metric = PromStub::start(2.0);
     let run = once(&sim, &metric, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let lists: Vec<&RecordedRequest> = run
@@ -375,7 +369,7 @@ fn a_hang_past_the_timeout_ends_the_pass_without_action() {
         1,
         Fault::Hang(Duration::from_secs(30)),
     ));
-    let metric = Metric::start(1.0);
+    let metric = PromStub::start(1.0);
     let run = once(
         &sim,
         &metric,
@@ -409,7 +403,7 @@ fn malformed_json_is_an_error_not_an_empty_app() {
         5,
         Fault::MalformedJson,
     ));
-    let metric = Metric::start(0.0);
+    let metric = PromStub::start(0.0);
     let run = once(
         &sim,
         &metric,
@@ -438,7 +432,7 @@ fn a_create_with_unknown_outcome_is_never_repeated() {
     for fault in [
         Fault::status(
             503,
-            include_str!("../testdata/fixtures/error-response-insufficient-capacity.json"),
+            include_str!("../../testdata/fixtures/error-response-insufficient-capacity.json"),
         ),
         Fault::Drop,
     ] {
@@ -450,7 +444,7 @@ fn a_create_with_unknown_outcome_is_never_repeated() {
             10,
             fault,
         ));
-        let metric = Metric::start(3.0);
+        let metric = PromStub::start(3.0);
         let run = once(
             &sim,
             &metric,
@@ -484,7 +478,7 @@ fn one_failed_start_does_not_stop_the_others() {
         10,
         Fault::status(412, r#"{"error":"failed_precondition: machine is leased"}"#),
     ));
-    let metric = Metric::start(2.0);
+    let metric = PromStub::start(2.0);
     let run = once(
         &sim,
         &metric,
@@ -517,7 +511,7 @@ fn deploy_in_progress_skips_the_app() {
     let sim = Simulator::start();
     seed(&sim, &["stopped"]);
     sim.set_release_status(APP, Some("running"));
-    let metric = Metric::start(1.0);
+    let metric = PromStub::start(1.0);
     let run = once(&sim, &metric, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(calls(&run).is_empty(), "{:?}", calls(&run));
@@ -557,7 +551,7 @@ fn failing_release_check_blocks_until_the_fail_open_period() {
         100,
         Fault::status(502, "bad gateway"),
     ));
-    let metric = Metric::start(1.0);
+    let metric = PromStub::start(1.0);
     let run = once(&sim, &metric, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
     assert_eq!(run.code, Some(1));
     assert!(calls(&run).is_empty());
@@ -572,7 +566,7 @@ fn failing_release_check_blocks_until_the_fail_open_period() {
 fn metrics_failure_touches_no_machine() {
     let sim = Simulator::start();
     seed(&sim, &["started", "started"]);
-    let metric = Metric::start(f64::NAN);
+    let metric = PromStub::start(f64::NAN);
     let run = once(
         &sim,
         &metric,
@@ -599,9 +593,9 @@ fn wildcard_reconciles_every_matching_app() {
         sim.add_app("my-org", app);
         sim.add_machine(app, MachineSpec::new("stopped"));
     }
-    let metric = Metric::start(1.0);
-    let base = scenario::env(&sim, &metric, "my-app-*");
-    let env = scenario::with(
+    let metric = PromStub::start(1.0);
+    let base = autoscaler_env(&sim, &metric, "my-app-*");
+    let env = with(
         &base,
         &[
             ("FAS_STARTED_MACHINE_COUNT", "q"),
@@ -609,7 +603,7 @@ fn wildcard_reconciles_every_matching_app() {
             ("FAS_CONCURRENCY", "2"),
         ],
     );
-    let out = bin::run(&["serve", "--once"], &env);
+    let out = support::run(&["serve", "--once"], &env);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let list_apps = sim
         .requests()
@@ -626,10 +620,10 @@ fn wildcard_reconciles_every_matching_app() {
 fn dry_run_changes_nothing() {
     let sim = Simulator::start();
     seed(&sim, &["stopped", "stopped"]);
-    let metric = Metric::start(2.0);
-    let base = scenario::env(&sim, &metric, APP);
-    let env = scenario::with(&base, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
-    let out = bin::run(&["serve", "--once", "--dry-run"], &env);
+    let metric = PromStub::start(2.0);
+    let base = autoscaler_env(&sim, &metric, APP);
+    let env = with(&base, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
+    let out = support::run(&["serve", "--once", "--dry-run"], &env);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         sim.requests()
@@ -649,7 +643,7 @@ fn bulk_start_runs_in_parallel() {
     let sim = Simulator::start();
     seed(&sim, &["stopped"; 12]);
     sim.set_latency(Duration::from_millis(50));
-    let metric = Metric::start(12.0);
+    let metric = PromStub::start(12.0);
     let run = once(
         &sim,
         &metric,
@@ -673,7 +667,7 @@ fn token_never_appears_in_output() {
         10,
         Fault::status(401, r#"{"error":"unauthorized"}"#),
     ));
-    let metric = Metric::start(1.0);
+    let metric = PromStub::start(1.0);
     for log in [("RUST_LOG", "trace"), ("FAS_LOG_FORMAT", "json")] {
         let run = once(&sim, &metric, &[("FAS_STARTED_MACHINE_COUNT", "q"), log]);
         assert_eq!(run.code, Some(1));

@@ -4,37 +4,15 @@
 //! and mTLS and API keys through a TLS front that offers ALPN `h2` — plus the same count
 //! through the HTTP API in one config file.
 
-mod support;
-
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use support::bin::{self, TempDir};
-use support::scenario::{TOKEN, TOKEN_HEADER};
-use support::simulator::{MachineSpec, Simulator};
-use support::temporal::Temporal;
-use support::tls_proxy::{Options, Pki, TlsProxy};
+use flysim::harness::{RUNNING_BILLING, TOKEN, TOKEN_HEADER, TempDir, Temporal};
+use flysim::{MachineSpec, Simulator};
 
-const RUNNING_BILLING: &str = "ExecutionStatus=\"Running\" AND (WorkflowType=\"billing\")";
-
-fn started_of(stdout: &str) -> serde_json::Value {
-    let v: serde_json::Value =
-        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    v["started"]["min"].clone()
-}
-
-/// eval with a temporal collector configured through `FAS_TEMPORAL_*`.
-fn eval_env(address: &str, query: &str, extra: &[(&str, &str)]) -> bin::Output {
-    let mut env = vec![
-        ("FAS_APP_NAME", "billing"),
-        ("FAS_STARTED_MACHINE_COUNT", "workflows"),
-        ("FAS_TEMPORAL_ADDRESS", address),
-        ("FAS_TEMPORAL_METRIC_NAME", "workflows"),
-        ("FAS_TEMPORAL_QUERY", query),
-    ];
-    env.extend_from_slice(extra);
-    bin::run(&["eval"], &env)
-}
+use crate::support;
+use crate::support::tls::{Options, Pki, TlsProxy};
+use crate::support::{eval_env, started_of};
 
 fn count(address: &str, query: &str, namespace: &str) -> serde_json::Value {
     let out = eval_env(address, query, &[("FAS_TEMPORAL_NAMESPACE", namespace)]);
@@ -95,7 +73,7 @@ metric-collectors:
     query: 'WorkflowType="$APP_NAME"'
 "#,
     );
-    let out = bin::run(
+    let out = support::run(
         &["eval", "-config", config.to_str().unwrap()],
         &[("GRPC", &grpc), ("HTTP", &t.http_url())],
     );
@@ -357,7 +335,7 @@ fn nothing_secret_is_logged_at_any_level() {
     );
     let sim_url = sim.url();
     let address = front.addr();
-    let out = bin::run(
+    let out = support::run(
         &["serve", "--once"],
         &[
             ("FAS_APP_NAME", "billing"),

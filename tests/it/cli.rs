@@ -1,11 +1,11 @@
 //! The command line: commands, flags in Go and GNU spellings, exit codes, one-line errors.
 
-mod support;
+use flysim::harness::{Output, TempDir};
 
-use support::bin::{self, TempDir};
+use crate::support;
 
-fn run(args: &[&str]) -> bin::Output {
-    bin::run(args, &[])
+fn run(args: &[&str]) -> Output {
+    support::run(args, &[])
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn validation_errors_name_the_setting() {
         ),
     ];
     for (env, expected) in cases {
-        let out = bin::run(&["eval"], env);
+        let out = support::run(&["eval"], env);
         assert_eq!(out.code, Some(1), "{env:?}");
         assert!(out.stderr.starts_with(expected), "{env:?}: {}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
@@ -170,7 +170,7 @@ fn serve_needs_a_token_and_an_org_for_wildcards() {
         ("FAS_APP_NAME", "my-app-*"),
         ("FAS_STARTED_MACHINE_COUNT", "1"),
     ];
-    let out = bin::run(&["serve", "--once"], &base);
+    let out = support::run(&["serve", "--once"], &base);
     assert_eq!(out.code, Some(1));
     assert!(
         out.stderr
@@ -178,7 +178,7 @@ fn serve_needs_a_token_and_an_org_for_wildcards() {
         "{}",
         out.stderr
     );
-    let out = bin::run(
+    let out = support::run(
         &["serve", "--once"],
         &[
             ("FAS_APP_NAME", "my-app"),
@@ -202,7 +202,7 @@ fn secrets_never_appear_in_errors() {
         "app-name: a\nstarted-machine-count: \"x\"\napi-token: FlyV1 fm2_apisecret\nmetric-collectors:\n  - type: temporal\n    metric-name: x\n    address: localhost:7243\n    cert-data: \"-----BEGIN CERTIFICATE-----\\nnotbase64certsecret\\n-----END CERTIFICATE-----\\n\"\n    key-data: \"-----BEGIN EC PRIVATE KEY-----\\nkeysecret\\n-----END EC PRIVATE KEY-----\\n\"\n    api-key: apikeysecret\n",
     );
     for cmd in ["eval", "serve"] {
-        let out = bin::run(
+        let out = support::run(
             &[cmd, "-config", path.to_str().unwrap()],
             &[("RUST_LOG", "trace")],
         );
@@ -222,7 +222,7 @@ fn secrets_never_appear_in_errors() {
 fn go_style_single_dash_flags_with_a_working_config() {
     let dir = TempDir::new("cli-ok");
     let path = dir.write("fas.yml", "app-name: a\ncreated-machine-count: \"2.5\"\n");
-    let out = bin::run(&["eval", "-config", path.to_str().unwrap()], &[]);
+    let out = support::run(&["eval", "-config", path.to_str().unwrap()], &[]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(json["created"]["min"], 3);

@@ -3,36 +3,14 @@
 //! counts by workflow type, counts falling after termination, errors from the server, mTLS and
 //! API keys through a TLS front, and error paths against a scripted server.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::bin::{self, TempDir};
-use support::fake_http::{FakeServer, Reply};
-use support::prometheus::{MetricsEndpoint, Prometheus};
-use support::temporal::Temporal;
-use support::tls_proxy::{Pki, TlsProxy};
+use flysim::harness::{self, MetricsEndpoint, Prometheus, RUNNING_BILLING, TempDir, Temporal};
+use flysim::{FakeServer, Reply};
 
-const RUNNING_A: &str = "ExecutionStatus=\"Running\" AND (WorkflowType=\"billing\")";
-
-fn started_of(stdout: &str) -> serde_json::Value {
-    let v: serde_json::Value =
-        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    v["started"]["min"].clone()
-}
-
-/// eval with a temporal collector configured through `FAS_TEMPORAL_*`.
-fn eval_env(address: &str, query: &str, extra: &[(&str, &str)]) -> bin::Output {
-    let mut env = vec![
-        ("FAS_APP_NAME", "billing"),
-        ("FAS_STARTED_MACHINE_COUNT", "workflows"),
-        ("FAS_TEMPORAL_ADDRESS", address),
-        ("FAS_TEMPORAL_METRIC_NAME", "workflows"),
-        ("FAS_TEMPORAL_QUERY", query),
-    ];
-    env.extend_from_slice(extra);
-    bin::run(&["eval"], &env)
-}
+use crate::support;
+use crate::support::tls::{Pki, TlsProxy};
+use crate::support::{eval_env, started_of};
 
 #[test]
 fn counts_running_workflows_by_type_and_follows_terminations() {
@@ -41,7 +19,7 @@ fn counts_running_workflows_by_type_and_follows_terminations() {
         t.start_workflow("jobs", "billing", &format!("billing-{i}"), "q");
     }
     t.start_workflow("jobs", "reports", "reports-0", "q");
-    t.wait_for_count("jobs", RUNNING_A, 3, Duration::from_secs(10));
+    t.wait_for_count("jobs", RUNNING_BILLING, 3, Duration::from_secs(10));
 
     let http = t.http_url();
     let out = eval_env(
@@ -64,7 +42,7 @@ fn counts_running_workflows_by_type_and_follows_terminations() {
 
     t.terminate_workflow("jobs", "billing-0");
     t.terminate_workflow("jobs", "billing-1");
-    t.wait_for_count("jobs", RUNNING_A, 1, Duration::from_secs(10));
+    t.wait_for_count("jobs", RUNNING_BILLING, 1, Duration::from_secs(10));
     let out = eval_env(
         &http,
         "WorkflowType=\"billing\"",
@@ -119,6 +97,10 @@ fn server_errors_are_one_clear_line() {
         "{}",
         out.stderr
     );
+
+    let pid = t.pid();
+    drop(t);
+    assert!(!harness::is_alive(pid), "temporal {pid} stopped and reaped");
 }
 
 #[test]
@@ -155,7 +137,7 @@ metric-collectors:
     query: 'WorkflowType="$APP_NAME"'
 "#,
     );
-    let out = bin::run(
+    let out = support::run(
         &["eval", "-config", config.to_str().unwrap()],
         &[("PROM", &prom.url()), ("TEMPORAL", &t.http_url())],
     );
@@ -167,7 +149,7 @@ metric-collectors:
 fn mutual_tls_and_api_keys_through_a_tls_front() {
     let t = Temporal::start(&[]);
     t.start_workflow("default", "billing", "billing-tls", "q");
-    t.wait_for_count("default", RUNNING_A, 1, Duration::from_secs(10));
+    t.wait_for_count("default", RUNNING_BILLING, 1, Duration::from_secs(10));
     let upstream = t.http_url().trim_start_matches("http://").to_string();
     let pki = Pki::new();
     let mtls = TlsProxy::start(&pki, &upstream, true);

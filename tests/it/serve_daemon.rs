@@ -2,14 +2,15 @@
 //! per-reconcile timeout, `/metrics` (promtool and a real Prometheus), and shutdown on
 //! SIGTERM/SIGINT.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::bin::{self, Daemon};
-use support::prometheus::{Prometheus, promtool_check_metrics};
-use support::scenario::{self, Metric};
-use support::simulator::{Fault, FaultRule, MachineSpec, Simulator};
+use flysim::harness::{
+    self, Daemon, PromStub, Prometheus, autoscaler_env, metrics_url, promtool_check_metrics,
+    wait_until, with,
+};
+use flysim::{Fault, FaultRule, MachineSpec, Simulator};
+
+use crate::support;
 
 struct Serve {
     daemon: Daemon,
@@ -17,36 +18,26 @@ struct Serve {
 }
 
 /// Starts `serve` with the scenario env plus `extra`, a short interval, and `/metrics` on a
-/// free port; waits until it serves.
-fn serve(sim: &Simulator, metric: &Metric, app: &str, extra: &[(&str, &str)]) -> Serve {
-    let port = bin::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let base = scenario::env(sim, metric, app);
+/// port the kernel picks; returns once it serves.
+fn serve(sim: &Simulator, metric: &PromStub, app: &str, extra: &[(&str, &str)]) -> Serve {
+    let base = autoscaler_env(sim, metric, app);
     let mut defaults = vec![
         ("FAS_INTERVAL", "200ms"),
-        ("FAS_METRICS_ADDR", addr.as_str()),
+        ("FAS_METRICS_ADDR", "127.0.0.1:0"),
         ("FAS_STARTED_MACHINE_COUNT", "q"),
     ];
     defaults.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
     defaults.extend_from_slice(extra);
-    let env = scenario::with(&base, &defaults);
-    let daemon = Daemon::spawn(&["serve"], &env);
-    let metrics = format!("http://{addr}/metrics");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while bin::http_get(&metrics, &[], Duration::from_secs(1)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "serve did not start:\n{}",
-            daemon.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let env = with(&base, &defaults);
+    let daemon = Daemon::spawn(support::FAS, &["serve"], &env);
+    let metrics = metrics_url(&daemon, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("serve did not start:\n{}", daemon.stderr()));
     Serve { daemon, metrics }
 }
 
 impl Serve {
     fn scrape(&self) -> String {
-        bin::http_get(&self.metrics, &[], Duration::from_secs(5))
+        harness::http_get(&self.metrics, &[], Duration::from_secs(5))
             .expect("scrape")
             .1
     }
@@ -59,16 +50,12 @@ impl Serve {
             .and_then(|v| v.parse().ok())
     }
 
-    fn wait_for(&self, what: &str, cond: impl Fn() -> bool, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !cond() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\n{}",
-                self.daemon.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
+    fn wait_for(&self, what: &str, cond: impl FnMut() -> bool, timeout: Duration) {
+        assert!(
+            wait_until(timeout, cond),
+            "timed out waiting for {what}\n{}",
+            self.daemon.stderr()
+        );
     }
 }
 
@@ -89,24 +76,23 @@ fn scales_up_and_down_as_the_metric_moves() {
     for _ in 0..4 {
         sim.add_machine("my-app", MachineSpec::new("stopped"));
     }
-    let metric = Metric::start(0.0);
+    let metric = PromStub::start(0.0);
     let s = serve(&sim, &metric, "my-app", &[]);
     let sim = &sim;
-    let started = |n: usize| {
-        move || {
-            sim.machines("my-app")
-                .iter()
-                .filter(|m| m.state == "started")
-                .count()
-                == n
-        }
-    };
+    let started = |n: usize| move || sim.count("my-app", "started") == n;
     metric.set(3.0);
     s.wait_for("3 started", started(3), Duration::from_secs(10));
     metric.set(10.0);
     s.wait_for("all 4 started", started(4), Duration::from_secs(10));
     metric.set(1.0);
     s.wait_for("1 started", started(1), Duration::from_secs(10));
+    // The counters are final once a later pass has seen the result.
+    let current = || s.sample("fas_machines{app=\"my-app\",state=\"started\"}") == Some(1.0);
+    s.wait_for(
+        "the next pass to see 1 started",
+        current,
+        Duration::from_secs(5),
+    );
     assert!(s.sample("fas_reconcile_count{status=\"start\"}").unwrap() >= 2.0);
     assert!(s.sample("fas_reconcile_count{status=\"stop\"}").unwrap() >= 1.0);
     assert_eq!(
@@ -122,12 +108,6 @@ fn scales_up_and_down_as_the_metric_moves() {
         s.sample("fas_target_machines{app=\"my-app\",state=\"started\",bound=\"min\"}"),
         Some(1.0)
     );
-    let current = || s.sample("fas_machines{app=\"my-app\",state=\"started\"}") == Some(1.0);
-    s.wait_for(
-        "the next pass to see 1 started",
-        current,
-        Duration::from_secs(5),
-    );
     assert_eq!(s.sample("fas_managed_apps"), Some(1.0));
 }
 
@@ -141,7 +121,7 @@ fn concurrency_is_respected_across_wildcard_apps() {
     }
     sim.add_app("my-org", "not-mine");
     sim.set_latency(Duration::from_millis(150));
-    let metric = Metric::start(1.0);
+    let metric = PromStub::start(1.0);
     let s = serve(
         &sim,
         &metric,
@@ -167,7 +147,7 @@ fn apps_appear_and_disappear_between_refreshes() {
     let sim = Simulator::start();
     sim.add_app("my-org", "my-app-a");
     sim.add_machine("my-app-a", MachineSpec::new("started"));
-    let metric = Metric::start(1.0);
+    let metric = PromStub::start(1.0);
     let s = serve(
         &sim,
         &metric,
@@ -203,7 +183,12 @@ fn apps_appear_and_disappear_between_refreshes() {
         Duration::from_secs(10),
     );
     let seen = lists(&sim, "my-app-a").len();
-    std::thread::sleep(Duration::from_millis(700));
+    let passes = lists(&sim, "my-app-b").len();
+    s.wait_for(
+        "three more passes over my-app-b",
+        || lists(&sim, "my-app-b").len() >= passes + 3,
+        Duration::from_secs(10),
+    );
     assert_eq!(
         lists(&sim, "my-app-a").len(),
         seen,
@@ -251,24 +236,27 @@ fn a_slow_app_skips_its_ticks_without_delaying_others() {
         1,
         Fault::Hang(Duration::from_secs(3)),
     ));
-    let metric = Metric::start(1.0);
+    let metric = PromStub::start(1.0);
     let s = serve(
         &sim,
         &metric,
         "my-app-*",
         &[("FAS_ORG", "my-org"), ("FAS_CONCURRENCY", "2")],
     );
-    std::thread::sleep(Duration::from_millis(2000));
+    let skipped = || s.sample("fas_skipped_ticks_total{app=\"my-app-slow\",reason=\"busy\"}");
+    s.wait_for(
+        "6 passes over the fast app and 5 skipped ticks of the slow one",
+        || lists(&sim, "my-app-fast").len() >= 6 && skipped().unwrap_or(0.0) >= 5.0,
+        Duration::from_secs(10),
+    );
     let fast = lists(&sim, "my-app-fast");
+    let took = fast[5] - fast[0];
     assert!(
-        fast.len() >= 6,
-        "the fast app kept its 200ms rhythm: {} lists in 2s",
-        fast.len()
+        took < Duration::from_secs(2),
+        "the fast app kept its 200ms rhythm: 6 lists in {took:?}"
     );
     assert_eq!(lists(&sim, "my-app-slow").len(), 1, "still hanging");
-    let skipped = s
-        .sample("fas_skipped_ticks_total{app=\"my-app-slow\",reason=\"busy\"}")
-        .unwrap_or(0.0);
+    let skipped = skipped().unwrap_or(0.0);
     assert!(skipped >= 5.0, "skipped {skipped}");
     assert!(
         s.sample("fas_skipped_ticks_total{app=\"my-app-fast\",reason=\"busy\"}")
@@ -299,7 +287,7 @@ fn the_reconcile_timeout_bounds_a_hung_api() {
         1,
         Fault::Hang(Duration::from_secs(60)),
     ));
-    let metric = Metric::start(1.0);
+    let metric = PromStub::start(1.0);
     let started = Instant::now();
     let s = serve(&sim, &metric, "my-app", &[("FAS_TIMEOUT", "1s")]);
     s.wait_for(
@@ -324,7 +312,7 @@ fn metrics_pass_promtool_and_are_scraped_by_prometheus() {
     sim.add_app("my-org", "my-app");
     sim.add_machine("my-app", MachineSpec::new("stopped"));
     sim.add_machine("my-app", MachineSpec::new("stopped"));
-    let metric = Metric::start(2.0);
+    let metric = PromStub::start(2.0);
     let s = serve(&sim, &metric, "my-app", &[]);
     s.wait_for(
         "started",
@@ -341,18 +329,18 @@ fn metrics_pass_promtool_and_are_scraped_by_prometheus() {
         Duration::from_secs(10),
     );
 
-    let (status, body) = bin::http_get(&s.metrics, &[], Duration::from_secs(5)).unwrap();
+    let (status, body) = harness::http_get(&s.metrics, &[], Duration::from_secs(5)).unwrap();
     assert_eq!(status, 200);
     promtool_check_metrics(&body).unwrap();
     let health = s.metrics.replace("/metrics", "/healthz");
     assert_eq!(
-        bin::http_get(&health, &[], Duration::from_secs(5))
+        harness::http_get(&health, &[], Duration::from_secs(5))
             .unwrap()
             .0,
         200
     );
     assert_eq!(
-        bin::http_get(
+        harness::http_get(
             &s.metrics.replace("/metrics", "/debug/pprof/"),
             &[],
             Duration::from_secs(5)
@@ -390,7 +378,7 @@ fn shutdown_on(signal: &str) {
         sim.add_machine("my-app", MachineSpec::new("stopped"));
     }
     sim.set_latency(Duration::from_millis(400));
-    let metric = Metric::start(3.0);
+    let metric = PromStub::start(3.0);
     let mut s = serve(&sim, &metric, "my-app", &[("FAS_ACTION_CONCURRENCY", "1")]);
     s.wait_for(
         "a reconcile in flight",
@@ -432,11 +420,14 @@ fn json_logs() {
     let sim = Simulator::start();
     sim.add_app("my-org", "my-app");
     sim.add_machine("my-app", MachineSpec::new("stopped"));
-    let metric = Metric::start(1.0);
+    let metric = PromStub::start(1.0);
     let s = serve(&sim, &metric, "my-app", &[("FAS_LOG_FORMAT", "json")]);
     s.wait_for(
-        "machine started log",
-        || s.daemon.stderr().contains("\"msg\":\"machine started\""),
+        "the logs of the pass that started the machine",
+        || {
+            let log = s.daemon.stderr();
+            log.contains("\"msg\":\"machine started\"") && log.contains("\"msg\":\"reconciled\"")
+        },
         Duration::from_secs(10),
     );
     for line in s.daemon.stderr().lines() {
@@ -469,9 +460,9 @@ fn sigterm_works_as_pid_1() {
     let sim = Simulator::start();
     sim.add_app("my-org", "my-app");
     sim.add_machine("my-app", MachineSpec::new("started"));
-    let metric = Metric::start(1.0);
-    let base = scenario::env(&sim, &metric, "my-app");
-    let env = scenario::with(
+    let metric = PromStub::start(1.0);
+    let base = autoscaler_env(&sim, &metric, "my-app");
+    let env = with(
         &base,
         &[
             ("FAS_STARTED_MACHINE_COUNT", "q"),
@@ -479,16 +470,16 @@ fn sigterm_works_as_pid_1() {
             ("FAS_METRICS_ADDR", "off"),
         ],
     );
-    let binary = bin::binary();
     let mut args = vec!["--pid", "--fork", "--kill-child"];
-    let is_root = bin::is_root();
-    if !is_root {
+    if !harness::is_root() {
         args.extend(["--user", "--map-root-user"]);
     }
-    args.extend([binary.to_str().unwrap(), "serve"]);
-    let mut outer = Daemon::spawn_command("unshare", &args, &env);
+    args.extend([support::FAS, "serve"]);
+    let mut outer = Daemon::spawn("unshare", &args, &env);
     assert!(
-        outer.wait_for_stderr("reconciled", Duration::from_secs(10)),
+        outer
+            .wait_for_line("reconciled", Duration::from_secs(10))
+            .is_some(),
         "{}",
         outer.stderr()
     );
@@ -504,7 +495,7 @@ fn sigterm_works_as_pid_1() {
         .unwrap();
     let child = String::from_utf8_lossy(&children.stdout).trim().to_string();
     assert!(!child.is_empty(), "no child of unshare");
-    assert!(bin::send_signal(child.parse().unwrap(), "TERM"));
+    assert!(harness::send_signal(child.parse().unwrap(), "TERM"));
     assert_eq!(
         outer.wait_exit(Duration::from_secs(8)),
         Some(0),

@@ -10,11 +10,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
@@ -22,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
-use super::bin::TempDir;
+use flysim::harness::TempDir;
 
 /// A CA and certificates it signed, as PEM files in a temporary directory.
 pub struct Pki {
@@ -63,26 +62,23 @@ impl Pki {
         Pki { dir }
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     /// The PEM text of `<name>.pem` or `<name>.key`.
     pub fn pem(&self, file: &str) -> String {
-        std::fs::read_to_string(self.path(file)).expect("read PEM")
+        std::fs::read_to_string(self.dir.path().join(file)).expect("read PEM")
     }
 }
 
 /// The kept client bytes of each tunnelled connection.
 type Tunnels = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
 
-/// The TLS proxy. Dropping it stops accepting connections.
+/// The TLS proxy. Dropping it stops it; a connection being served finishes on its own.
 pub struct TlsProxy {
     port: u16,
     stop: Arc<AtomicBool>,
     heads: Arc<Mutex<Vec<String>>>,
     tunnels: Tunnels,
     handshakes: Arc<AtomicUsize>,
+    accept: Option<JoinHandle<()>>,
 }
 
 /// How the front behaves.
@@ -147,7 +143,6 @@ impl TlsProxy {
         let config = Arc::new(config);
 
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -156,25 +151,22 @@ impl TlsProxy {
         let (stop2, heads2, upstream) =
             (Arc::clone(&stop), Arc::clone(&heads), upstream.to_string());
         let (tunnels2, handshakes2) = (Arc::clone(&tunnels), Arc::clone(&handshakes));
-        thread::spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((tcp, _)) => {
-                        let (config, heads, upstream) =
-                            (Arc::clone(&config), Arc::clone(&heads2), upstream.clone());
-                        let (tunnels, handshakes) =
-                            (Arc::clone(&tunnels2), Arc::clone(&handshakes2));
-                        thread::spawn(move || {
-                            let _ = tcp.set_nonblocking(false);
-                            if options.alpn_h2 {
-                                let _ = tunnel(tcp, config, &upstream, &tunnels, &handshakes);
-                            } else {
-                                let _ = serve(tcp, config, &upstream, &heads);
-                            }
-                        });
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(10)),
+        let accept = thread::spawn(move || {
+            for tcp in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
                 }
+                let Ok(tcp) = tcp else { continue };
+                let (config, heads, upstream) =
+                    (Arc::clone(&config), Arc::clone(&heads2), upstream.clone());
+                let (tunnels, handshakes) = (Arc::clone(&tunnels2), Arc::clone(&handshakes2));
+                thread::spawn(move || {
+                    if options.alpn_h2 {
+                        tunnel(tcp, config, &upstream, &tunnels, &handshakes)
+                    } else {
+                        serve(tcp, config, &upstream, &heads)
+                    }
+                });
             }
         });
         TlsProxy {
@@ -183,6 +175,7 @@ impl TlsProxy {
             heads,
             tunnels,
             handshakes,
+            accept: Some(accept),
         }
     }
 
@@ -220,6 +213,11 @@ impl TlsProxy {
 impl Drop for TlsProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept thread, which then sees `stop`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
     }
 }
 

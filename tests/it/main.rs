@@ -1,0 +1,13 @@
+//! Integration tests: the real `fly-autoscaler` binary against real Prometheus and Temporal
+//! servers, scripted servers and the Machines API simulator (`flysim`). One test binary, so
+//! the support code is compiled once and every module uses what it needs of it.
+
+mod support;
+
+mod cli;
+mod eval;
+mod scratch;
+mod serve_daemon;
+mod serve_once;
+mod temporal;
+mod temporal_grpc;
