@@ -160,8 +160,29 @@ impl Node {
 
 struct TextKv<'a>(&'a mut String);
 
+/// Whether a value is `None` (an attribute that only some records have, such as
+/// `process_group`): such attributes are left out.
+fn is_null(value: &Value) -> bool {
+    struct Null(bool);
+    impl<'v> log::kv::VisitValue<'v> for Null {
+        fn visit_any(&mut self, _: Value) -> Result<(), log::kv::Error> {
+            Ok(())
+        }
+        fn visit_null(&mut self) -> Result<(), log::kv::Error> {
+            self.0 = true;
+            Ok(())
+        }
+    }
+    let mut null = Null(false);
+    let _ = value.visit(&mut null);
+    null.0
+}
+
 impl<'kvs> VisitSource<'kvs> for TextKv<'_> {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        if is_null(&value) {
+            return Ok(());
+        }
         let v = value.to_string();
         if v.is_empty() || v.contains([' ', '"', '=']) || v.contains(char::is_control) {
             // Debug quoting escapes control characters too.
@@ -177,6 +198,9 @@ struct JsonKv(Vec<(String, Node)>);
 
 impl<'kvs> VisitSource<'kvs> for JsonKv {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        if is_null(&value) {
+            return Ok(());
+        }
         let json: serde_json::Value = if let Some(b) = value.to_bool() {
             b.into()
         } else if let Some(n) = value.to_u64() {
@@ -288,6 +312,22 @@ mod tests {
         assert!(text_line(&record).ends_with(
             "reconciling app=a current.started=1 current.stopped=2 target.created.min=1 target.created.max=3 target.started.min=0"
         ));
+    }
+
+    #[test]
+    fn absent_attributes_are_left_out() {
+        let none: Option<&str> = None;
+        let kvs: &[(&str, &dyn log::kv::ToValue)] = &[("app", &"a"), ("process_group", &none), ("n", &1u64)];
+        let record = Record::builder()
+            .args(format_args!("bulk start completed"))
+            .level(Level::Info)
+            .key_values(&kvs)
+            .build();
+        assert!(text_line(&record).ends_with("bulk start completed app=a n=1"));
+        assert_eq!(
+            json_line(&record),
+            r#"{"level":"INFO","msg":"bulk start completed","app":"a","n":1}"#
+        );
     }
 
     #[test]

@@ -167,8 +167,6 @@ impl std::error::Error for ReconcileError {
 
 /// What every group's plan starts from.
 struct Inputs<'a> {
-    /// The cycle's metrics (with the time variables), or why there are none.
-    metrics: Result<&'a MetricValues, &'a CollectError>,
     machines: &'a [Machine],
     now: Stamp,
     deadline: Deadline,
@@ -284,10 +282,36 @@ impl Reconciler {
         if !state.prefilled {
             self.prefill(app, state, now, deadline);
         }
-        if let Err(e) = &metrics {
-            if self.groups.iter().all(|g| g.controls.fallback.is_none()) {
-                return Err(ReconcileError::Metrics(e.clone()));
+        // Every group's targets before the list, as the Go program evaluates before it lists:
+        // when no group can go on (and none has a fallback), nothing is listed.
+        let raws: Vec<Result<TargetCounts, ReconcileError>> = self
+            .groups
+            .iter()
+            .map(|g| match &metrics {
+                Ok(m) => self.targets(g, m).map_err(ReconcileError::Targets),
+                Err(e) => Err(ReconcileError::Metrics(e.clone())),
+            })
+            .collect();
+        let can_go_on = raws
+            .iter()
+            .zip(&self.groups)
+            .any(|(raw, g)| raw.is_ok() || g.controls.fallback.is_some());
+        if !can_go_on {
+            if let Err(e) = metrics {
+                return Err(ReconcileError::Metrics(e));
             }
+            for (raw, group) in raws.iter().zip(&self.groups) {
+                if let Err(e) = raw {
+                    self.failed(self.scope(app, group), e, started);
+                }
+            }
+            return Ok(Outcome::Applied {
+                action: "no_scale",
+                tally: Tally::default(),
+                failed_groups: self.groups.len(),
+            });
+        }
+        if let Err(e) = &metrics {
             log::warn!(app, err:% = e; "metrics collection failed");
         }
         let machines = self
@@ -297,14 +321,13 @@ impl Reconciler {
 
         let mut planned = Vec::with_capacity(self.groups.len());
         let mut failed_groups = 0;
-        for (group, group_state) in self.groups.iter().zip(&mut state.groups) {
+        for ((group, group_state), raw) in self.groups.iter().zip(&mut state.groups).zip(raws) {
             let inputs = Inputs {
-                metrics: metrics.as_ref(),
                 machines: &machines,
                 now,
                 deadline,
             };
-            match self.plan_group(app, group, group_state, &inputs) {
+            match self.plan_group(app, group, group_state, raw, &inputs) {
                 Ok(p) => planned.push(Some(p)),
                 Err(e) => {
                     failed_groups += 1;
@@ -383,6 +406,7 @@ impl Reconciler {
         app: &str,
         group: &Group,
         state: &mut GroupState,
+        raw: Result<TargetCounts, ReconcileError>,
         inputs: &Inputs,
     ) -> Result<Planned, ReconcileError> {
         let who = self.scope(app, group);
@@ -392,10 +416,6 @@ impl Reconciler {
             deadline,
             ..
         } = *inputs;
-        let raw = match inputs.metrics {
-            Ok(m) => self.targets(group, m).map_err(ReconcileError::Targets),
-            Err(e) => Err(ReconcileError::Metrics(e.clone())),
-        };
         let config = &group.config;
         let mut policy = Policy {
             process_group: &group.name,

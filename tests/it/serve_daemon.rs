@@ -211,7 +211,7 @@ fn apps_appear_and_disappear_between_refreshes() {
         || {
             s.daemon
                 .stderr()
-                .contains("app list update failed, keeping the last list")
+                .contains("app list update failed err=")
         },
         Duration::from_secs(10),
     );
@@ -398,7 +398,7 @@ fn shutdown_on(signal: &str) {
     let log = s.daemon.stderr();
     assert!(
         log.contains(&format!(
-            "signal received, finishing running reconciles signal=SIG{signal}"
+            "signal received, shutting down signal=SIG{signal}"
         )),
         "{log}"
     );

@@ -324,7 +324,7 @@ fn server_error_then_success_is_retried_for_idempotent_calls() {
     assert_eq!(calls(&run).iter().filter(|c| **c == start).count(), 2);
     assert_eq!(sim.machines(APP)[0].state, "started");
     assert!(
-        run.stderr.contains("retrying after: start machine"),
+        run.stderr.contains("retrying op=\"start machine"),
         "{}",
         run.stderr
     );
@@ -503,7 +503,8 @@ fn one_failed_start_does_not_stop_the_others() {
         [ids[0].clone(), ids[2].clone()],
         "the failure was replaced by the next candidate"
     );
-    assert!(run.stderr.contains(&format!("cannot start machine, skipping: start machine {}: HTTP 412: failed_precondition: machine is leased", ids[1])), "{}", run.stderr);
+    // The 412 leaves the outcome open, so the machine is read back: still stopped.
+    assert!(run.stderr.contains(&format!("cannot start machine, skipping app={APP} id={} err=\"start machine {}: HTTP 412: failed_precondition: machine is leased\" state=stopped", ids[1], ids[1])), "{}", run.stderr);
 }
 
 #[test]
