@@ -317,7 +317,8 @@ mod tests {
     #[test]
     fn absent_attributes_are_left_out() {
         let none: Option<&str> = None;
-        let kvs: &[(&str, &dyn log::kv::ToValue)] = &[("app", &"a"), ("process_group", &none), ("n", &1u64)];
+        let kvs: &[(&str, &dyn log::kv::ToValue)] =
+            &[("app", &"a"), ("process_group", &none), ("n", &1u64)];
         let record = Record::builder()
             .args(format_args!("bulk start completed"))
             .level(Level::Info)

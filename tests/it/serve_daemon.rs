@@ -208,11 +208,7 @@ fn apps_appear_and_disappear_between_refreshes() {
     ));
     s.wait_for(
         "refresh failure logged",
-        || {
-            s.daemon
-                .stderr()
-                .contains("app list update failed err=")
-        },
+        || s.daemon.stderr().contains("app list update failed err="),
         Duration::from_secs(10),
     );
     let before = lists(&sim, "my-app-b").len();
