@@ -18,6 +18,7 @@ The commands are:
 
 \teval        collects metrics once and evaluates the target machine counts
 \tserve       runs the autoscaler server process
+\tbacktest    replays metric history through the config and reports what it would have done
 \tversion     prints the version
 \thelp        prints this help
 

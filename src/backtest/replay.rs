@@ -274,6 +274,7 @@ mod tests {
         Grid {
             from: 0,
             step_ms: 15_000,
+            steps: values.len(),
             metrics: vec!["q".into()],
             values: vec![values.to_vec()],
         }

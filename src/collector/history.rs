@@ -19,6 +19,8 @@ pub const MAX_RANGE_POINTS: i64 = 10_000;
 pub struct Grid {
     pub from: Stamp,
     pub step_ms: i64,
+    /// Steps of the range, whether or not any metric was fetched (all may be constants).
+    pub steps: usize,
     pub metrics: Vec<String>,
     /// `values[metric][step]`.
     pub values: Vec<Vec<Option<f64>>>,
@@ -26,7 +28,7 @@ pub struct Grid {
 
 impl Grid {
     pub fn steps(&self) -> usize {
-        self.values.first().map_or(0, Vec::len)
+        self.steps
     }
 
     pub fn time(&self, step: usize) -> Stamp {
@@ -143,6 +145,7 @@ pub fn fetch_grid(
     Ok(Grid {
         from,
         step_ms,
+        steps,
         metrics: collectors
             .iter()
             .map(|c| c.metric_name().to_string())
@@ -233,5 +236,11 @@ mod tests {
         let err =
             fetch_grid(&[&even, &Now], "a", 0, to, step, Duration::from_secs(5), 2).unwrap_err();
         assert!(matches!(err, HistoryError::NoHistory { ref metric } if metric == "now"));
+        let constants_only = fetch_grid(&[], "a", 0, 60_000, step, Duration::from_secs(5), 2);
+        assert_eq!(
+            constants_only.unwrap().steps(),
+            61,
+            "every metric a constant: the range still has its steps"
+        );
     }
 }

@@ -28,7 +28,9 @@ fn exit_codes_and_usage() {
         let out = run(args);
         assert_eq!(out.code, Some(0), "{args:?}");
         assert!(
-            out.stdout.contains("The commands are:") && out.stdout.contains("\teval"),
+            out.stdout.contains("The commands are:")
+                && out.stdout.contains("\teval")
+                && out.stdout.contains("\tbacktest"),
             "{args:?}"
         );
     }
@@ -37,6 +39,7 @@ fn exit_codes_and_usage() {
         ("eval", "--help"),
         ("serve", "-h"),
         ("serve", "--help"),
+        ("backtest", "-help"),
     ] {
         let out = run(&[cmd, flag]);
         assert_eq!(out.code, Some(0));

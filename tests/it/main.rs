@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backtest;
 mod cli;
 mod eval;
 mod scratch;

@@ -14,6 +14,6 @@ pub use process::{
     is_root, log_field, metrics_url, run, send_signal, start_server, tail, terminate, wait_until,
     which,
 };
-pub use prometheus::{MetricsEndpoint, Prometheus, promtool_check_metrics};
+pub use prometheus::{History, MetricsEndpoint, Prometheus, promtool_check_metrics};
 pub use scenario::{PromStub, TOKEN, TOKEN_HEADER, autoscaler_env, with};
 pub use temporal::{RUNNING_BILLING, Temporal, billing_env};

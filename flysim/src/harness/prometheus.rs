@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,19 +59,10 @@ impl MetricsEndpoint {
     /// Sets the sample `name{k="v",…} value` (label values escaped), keeping the family's
     /// other series.
     pub fn set_labeled(&self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let rendered: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
-            .collect();
-        let key = if rendered.is_empty() {
-            String::new()
-        } else {
-            format!("{{{}}}", rendered.join(","))
-        };
         lock(&self.families)
             .entry(name.to_string())
             .or_default()
-            .insert(key, value);
+            .insert(render_labels(labels), value);
     }
 
     /// `127.0.0.1:PORT`, for a scrape config.
@@ -104,6 +95,19 @@ fn render(families: &Families) -> String {
     out
 }
 
+/// `{k="v",…}` with values escaped, or empty.
+fn render_labels(labels: &[(&str, &str)]) -> String {
+    let rendered: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
+        .collect();
+    if rendered.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", rendered.join(","))
+    }
+}
+
 /// Escapes `\`, `"` and newline, the only escapes the text format has.
 fn escape_label_value(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -112,49 +116,103 @@ fn escape_label_value(v: &str) -> String {
 }
 
 /// A `prometheus` child on a free loopback port with its own temp dir (config, TSDB, log),
-/// scraping every second. Dropping it stops it (SIGTERM, SIGKILL after 5 s) and removes the
-/// dir.
+/// scraping every second, with a retention far longer than any history a test writes.
+/// Dropping it stops it (SIGTERM, SIGKILL after 5 s) and removes the dir.
 pub struct Prometheus {
-    child: Child,
+    /// `None` between [`Prometheus::stop`] and [`Prometheus::restart`].
+    child: Option<Child>,
     port: u16,
+    bin: PathBuf,
     log: PathBuf,
     // Removed after the process is stopped (fields drop after `Drop::drop`).
-    _dir: TempDir,
+    dir: TempDir,
 }
+
+/// Time-based retention counts back from the newest block, so backfilled history of any age
+/// a test or the bench writes stays.
+const RETENTION: &str = "3650d";
 
 impl Prometheus {
     /// Starts Prometheus scraping `targets` (`127.0.0.1:PORT`, path `/metrics`) in one job
     /// `test`, and waits for `/-/ready`.
     pub fn start(targets: &[&str]) -> Prometheus {
-        let bin = find_tool("PROMETHEUS_BIN", "prometheus");
+        Prometheus::start_in(TempDir::new("prometheus"), targets)
+    }
+
+    /// Like [`Prometheus::start`], on a TSDB that already holds `history`: written with
+    /// `promtool tsdb create-blocks-from openmetrics` before Prometheus starts, so range
+    /// queries over the past answer at once.
+    pub fn start_with_history(targets: &[&str], history: &History) -> Prometheus {
         let dir = TempDir::new("prometheus");
-        let config = dir.write("prometheus.yml", &config_yaml(targets));
+        let input = dir.write("history.om", &history.render());
+        let out = Command::new(find_tool("PROMTOOL_BIN", "promtool"))
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot start promtool");
+        assert!(
+            out.status.success(),
+            "promtool tsdb create-blocks-from openmetrics failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The input can be large (the bench writes a month); the blocks hold it now.
+        let _ = std::fs::remove_file(&input);
+        Prometheus::start_in(dir, targets)
+    }
+
+    fn start_in(dir: TempDir, targets: &[&str]) -> Prometheus {
+        let bin = find_tool("PROMETHEUS_BIN", "prometheus");
+        dir.write("prometheus.yml", &config_yaml(targets));
         let log = dir.path().join("prometheus.log");
         let (child, ports) = start_server(
             &log,
             1,
-            |ports| {
-                let mut cmd = Command::new(&bin);
-                cmd.arg(format!("--config.file={}", config.display()))
-                    .arg(format!(
-                        "--storage.tsdb.path={}",
-                        dir.path().join("data").display()
-                    ))
-                    .arg(format!("--web.listen-address=127.0.0.1:{}", ports[0]))
-                    .current_dir(dir.path());
-                cmd
-            },
-            |ports| {
-                let ready = format!("http://127.0.0.1:{}/-/ready", ports[0]);
-                matches!(http_get(&ready, &[], Duration::from_secs(2)), Ok((200, _)))
-            },
+            |ports| command(&bin, dir.path(), ports[0]),
+            |ports| ready(ports[0]),
         );
         Prometheus {
-            child,
+            child: Some(child),
             port: ports[0],
+            bin,
             log,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// Stops the server (SIGTERM), keeping its data and port for [`Prometheus::restart`]:
+    /// queries fail until then.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(5));
+        }
+    }
+
+    /// Starts the stopped server again on the same port and data, and waits for `/-/ready`.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut child = command(&self.bin, self.dir.path(), self.port)
+            .stdin(Stdio::null())
+            .stdout(log_file(&self.log))
+            .stderr(log_file(&self.log))
+            .spawn()
+            .expect("cannot restart prometheus");
+        let mut exited = None;
+        let up = wait_until(Duration::from_secs(60), || {
+            exited = child.try_wait().expect("try_wait");
+            exited.is_none() && ready(self.port)
+        });
+        if !up {
+            terminate(&mut child, Duration::from_secs(5));
+            panic!(
+                "prometheus did not restart on port {} ({exited:?}):\n{}",
+                self.port,
+                self.log_tail(30)
+            );
+        }
+        self.child = Some(child);
     }
 
     /// `http://127.0.0.1:PORT`
@@ -162,8 +220,9 @@ impl Prometheus {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The running server's pid (0 while stopped).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// The last `lines` lines of its log.
@@ -244,7 +303,86 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        terminate(&mut self.child, Duration::from_secs(5));
+        self.stop();
+    }
+}
+
+/// The server's command line: config and TSDB in `dir`, listening on `port`.
+fn command(bin: &Path, dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("data").display()
+    ))
+    .arg(format!("--storage.tsdb.retention.time={RETENTION}"))
+    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+    .current_dir(dir);
+    cmd
+}
+
+fn ready(port: u16) -> bool {
+    let url = format!("http://127.0.0.1:{port}/-/ready");
+    matches!(http_get(&url, &[], Duration::from_secs(2)), Ok((200, _)))
+}
+
+fn log_file(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// Gauge samples with timestamps, for [`Prometheus::start_with_history`]: rendered as
+/// OpenMetrics, each series' samples together and in time order.
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    /// family → series (rendered labels) → `(unix seconds, value)`
+    families: BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>>,
+}
+
+impl History {
+    pub fn new() -> History {
+        History::default()
+    }
+
+    /// Adds samples to the series `name{labels}`; `None` values are left out (a gap).
+    pub fn gauge(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        samples: impl IntoIterator<Item = (f64, Option<f64>)>,
+    ) -> &mut History {
+        let series = self
+            .families
+            .entry(name.to_string())
+            .or_default()
+            .entry(render_labels(labels))
+            .or_default();
+        series.extend(samples.into_iter().filter_map(|(t, v)| Some((t, v?))));
+        series.sort_by(|a, b| a.0.total_cmp(&b.0));
+        self
+    }
+
+    /// The OpenMetrics text promtool reads.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, series) in &self.families {
+            out.push_str(&format!(
+                "# HELP {name} Test gauge {name}.\n# TYPE {name} gauge\n"
+            ));
+            for (labels, samples) in series {
+                for (t, v) in samples {
+                    out.push_str(&format!("{name}{labels} {v} {t}\n"));
+                }
+            }
+        }
+        out.push_str("# EOF\n");
+        out
     }
 }
 

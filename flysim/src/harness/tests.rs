@@ -161,3 +161,56 @@ fn log_fields_tails_and_temp_dirs() {
     drop(dir);
     assert!(!path.exists());
 }
+
+#[test]
+fn prometheus_starts_on_backfilled_history_and_restarts_on_its_port() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    // Two days back, beyond the default retention of a fresh TSDB's first blocks, with a gap.
+    let mut history = History::new();
+    history.gauge(
+        "harness_hist",
+        &[("app", "a")],
+        (0..=48).map(|h| {
+            (
+                now - f64::from(48 - h) * 3600.0,
+                (h != 24).then_some(f64::from(h)),
+            )
+        }),
+    );
+    let text = history.render();
+    assert!(
+        text.starts_with(
+            "# HELP harness_hist Test gauge harness_hist.\n# TYPE harness_hist gauge\n"
+        )
+    );
+    assert!(
+        text.ends_with("# EOF\n") && !text.contains(" 24 "),
+        "{text}"
+    );
+
+    let mut prom = Prometheus::start_with_history(&[], &history);
+    let at = |hours_ago: f64| {
+        prom.query(&format!(
+            "harness_hist{{app=\"a\"}} @ {}",
+            now - hours_ago * 3600.0
+        ))
+    };
+    assert_eq!(at(48.0), Some(0.0));
+    assert_eq!(at(1.0), Some(47.0));
+    assert_eq!(at(24.0), None, "the gap: no sample within the 5 m lookback");
+    let url = prom.url();
+    let pid = prom.pid();
+    prom.stop();
+    assert!(!is_alive(pid) && prom.pid() == 0);
+    assert!(http_get(&format!("{url}/-/ready"), &[], Duration::from_secs(2)).is_err());
+    prom.restart();
+    assert_eq!(prom.url(), url, "same port");
+    assert_eq!(
+        prom.query(&format!("harness_hist @ {}", now - 3600.0)),
+        Some(47.0),
+        "same data"
+    );
+}

@@ -1,6 +1,7 @@
 //! Running the binary under test, and the TLS front only these tests need. Everything the
 //! demo and bench share is in `flysim::harness`.
 
+pub mod png;
 pub mod tls;
 
 use std::time::Duration;
