@@ -70,10 +70,14 @@ fn is_special(c: u8) -> bool {
 
 /// Expands a metric query for one app: `APP_NAME` is the app, `$$` is `$`, anything else comes
 /// from the environment (unset = empty), read at every collection as the Go program does.
+/// PromQL's capture-group references (`$1` in `label_replace`) stay as written: no
+/// environment variable has such a name, and the file pass has already turned a YAML `$$1`
+/// into `$1`, so expanding it again would destroy it.
 pub fn expand_query(query: &str, app: &str) -> String {
     expand(query, |name| match name {
         "APP_NAME" => Some(app.to_string()),
         "$" => Some("$".to_string()),
+        digit if digit.bytes().all(|b| b.is_ascii_digit()) => None,
         _ => Some(std::env::var(name).unwrap_or_default()),
     })
 }
@@ -123,6 +127,11 @@ mod tests {
         assert_eq!(
             expand_query("label_replace(x, \"a\", \"$$1\")", "a"),
             "label_replace(x, \"a\", \"$1\")"
+        );
+        assert_eq!(
+            expand_query("label_replace(x, \"a\", \"$1-$2\")", "a"),
+            "label_replace(x, \"a\", \"$1-$2\")",
+            "what a YAML `$$1` is after the file pass"
         );
     }
 }

@@ -16,6 +16,10 @@ pub fn run(config_path: Option<&Path>) -> Result<(), String> {
         groups,
         collectors,
     } = super::prepare(config_path)?;
+    // Standard error: standard output is the JSON.
+    for metric in super::shadowed_time_variables(&config) {
+        eprintln!("WARNING: metric-name {metric:?} {}", super::SHADOWED);
+    }
     // A wildcard pattern is substituted literally for $APP_NAME, as in the Go program.
     let mut metrics = collector::collect_all(
         &collectors,

@@ -34,6 +34,19 @@ struct Prepared {
     collectors: Vec<Box<dyn Collector>>,
 }
 
+/// Collected metrics named like a time variable (`hour`, …): expressions see the metric, as
+/// in the Go program (which has no such variables); warned about at start-up.
+fn shadowed_time_variables(config: &Config) -> Vec<&str> {
+    config
+        .metric_collectors
+        .iter()
+        .map(|c| c.metric_name.as_str())
+        .filter(|name| crate::clock::TIME_VARIABLES.contains(name))
+        .collect()
+}
+
+const SHADOWED: &str = "is also a time variable: expressions see the metric's value, not the time; rename the metric to use the time";
+
 /// A validated config, compiled expressions and built collectors: every problem here is
 /// reported before any metric is collected.
 fn prepare(config_path: Option<&Path>) -> Result<Prepared, String> {

@@ -51,6 +51,9 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     // The Go program's line at this point (it makes no call either).
     log::info!("connected to fly");
     log::info!(n = collector_count; "metrics collectors initialized");
+    for metric in super::shadowed_time_variables(&config) {
+        log::warn!(metric; "metric-name {}", super::SHADOWED);
+    }
     let fly = Fly {
         machines,
         releases: config

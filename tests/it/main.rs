@@ -6,6 +6,7 @@ mod support;
 
 mod backtest;
 mod cli;
+mod controls;
 mod eval;
 mod scratch;
 mod serve_daemon;

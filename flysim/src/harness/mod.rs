@@ -15,5 +15,5 @@ pub use process::{
     which,
 };
 pub use prometheus::{History, MetricsEndpoint, Prometheus, promtool_check_metrics};
-pub use scenario::{PromStub, TOKEN, TOKEN_HEADER, autoscaler_env, with};
+pub use scenario::{PromStub, PrometheusApi, TOKEN, TOKEN_HEADER, autoscaler_env, with};
 pub use temporal::{RUNNING_BILLING, Temporal, billing_env};

@@ -61,9 +61,32 @@ impl PromStub {
     }
 }
 
+/// A server the autoscaler can query as Prometheus: the stand-in or the real thing.
+pub trait PrometheusApi {
+    /// `http://127.0.0.1:PORT`
+    fn url(&self) -> String;
+}
+
+impl PrometheusApi for PromStub {
+    fn url(&self) -> String {
+        PromStub::url(self)
+    }
+}
+
+impl PrometheusApi for crate::harness::Prometheus {
+    fn url(&self) -> String {
+        crate::harness::Prometheus::url(self)
+    }
+}
+
 /// Environment for the autoscaler against `sim` (made to require [`TOKEN`]) and metric `q`
-/// from `prom`, for `app` (a name or a wildcard).
-pub fn autoscaler_env(sim: &Simulator, prom: &PromStub, app: &str) -> Vec<(String, String)> {
+/// from `prom`, for `app` (a name or a wildcard). The query is `$APP_NAME`, which the
+/// stand-in ignores; against a real Prometheus, replace `FAS_PROMETHEUS_QUERY`.
+pub fn autoscaler_env(
+    sim: &Simulator,
+    prom: &impl PrometheusApi,
+    app: &str,
+) -> Vec<(String, String)> {
     sim.set_token(Some(TOKEN_HEADER));
     [
         ("FAS_APP_NAME", app),

@@ -6,7 +6,7 @@ pub mod tls;
 
 use std::time::Duration;
 
-use flysim::harness::{self, Output, billing_env};
+use flysim::harness::{self, Daemon, Output, billing_env, metrics_url, wait_until};
 
 /// The binary under test, built by Cargo for this test target.
 pub const FAS: &str = env!("CARGO_BIN_EXE_fly-autoscaler");
@@ -29,4 +29,57 @@ pub fn started_of(stdout: &str) -> serde_json::Value {
     let v: serde_json::Value =
         serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     v["started"]["min"].clone()
+}
+
+/// `serve` running as a daemon with `/metrics` on a port the kernel picks
+/// (`FAS_METRICS_ADDR=127.0.0.1:0` in the environment).
+pub struct Serve {
+    pub daemon: Daemon,
+    pub metrics: String,
+}
+
+impl Serve {
+    /// Starts `serve` with `env` and returns once it serves `/metrics`.
+    pub fn start(env: &[(&str, &str)]) -> Serve {
+        let daemon = Daemon::spawn(FAS, &["serve"], env);
+        let metrics = metrics_url(&daemon, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("serve did not start:\n{}", daemon.stderr()));
+        Serve { daemon, metrics }
+    }
+
+    pub fn scrape(&self) -> String {
+        harness::http_get(&self.metrics, &[], Duration::from_secs(5))
+            .expect("scrape")
+            .1
+    }
+
+    /// The value of one sample line, e.g. `fas_reconcile_count{status="start"}`.
+    pub fn sample(&self, series: &str) -> Option<f64> {
+        self.scrape()
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Waits for `cond`; on timeout fails the test with `what` and the daemon's log.
+    pub fn wait_for(&self, what: &str, cond: impl FnMut() -> bool, timeout: Duration) {
+        assert!(
+            wait_until(timeout, cond),
+            "timed out waiting for {what}\n{}",
+            self.daemon.stderr()
+        );
+    }
+
+    /// Its `reconciled` lines so far.
+    pub fn reconciled(&self) -> Vec<String> {
+        reconciled(&self.daemon.stderr())
+    }
+}
+
+/// The `reconciled` lines of a text log.
+pub fn reconciled(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(" reconciled "))
+        .map(str::to_string)
+        .collect()
 }
