@@ -11,37 +11,9 @@ use flysim::harness::{
 };
 use flysim::{Fault, FaultRule, MachineSpec, RecordedRequest, Simulator};
 
-use crate::support::{self, Serve};
+use crate::support::{self, Live, SETTLE, Serve, pairs};
 
 const QUERY: &str = r#"sum(q{app="$APP_NAME"})"#;
-/// Long enough for a scrape (every 1 s) and a few reconciles on a loaded machine.
-const SETTLE: Duration = Duration::from_secs(30);
-
-/// A metrics endpoint serving `q{app=…}` and a real Prometheus scraping it every second.
-struct Live {
-    endpoint: MetricsEndpoint,
-    prom: Prometheus,
-}
-
-impl Live {
-    /// Serves `q{app}` = value for each pair; returns once Prometheus has every one.
-    fn start(values: &[(&str, f64)]) -> Live {
-        let endpoint = MetricsEndpoint::start();
-        let prom = Prometheus::start(&[&endpoint.addr()]);
-        let live = Live { endpoint, prom };
-        for (app, v) in values {
-            live.set(app, *v);
-        }
-        live
-    }
-
-    /// Sets `q{app}` and waits until Prometheus answers it.
-    fn set(&self, app: &str, value: f64) {
-        self.endpoint.set_labeled("q", &[("app", app)], value);
-        self.prom
-            .wait_for(&format!(r#"sum(q{{app="{app}"}})"#), |v| v == value, SETTLE);
-    }
-}
 
 /// The autoscaler's environment for `app`: `started-machine-count: q` from `live`, then
 /// `extra`.
@@ -59,12 +31,8 @@ fn env(sim: &Simulator, live: &Live, app: &str, extra: &[(&str, &str)]) -> Vec<(
         .collect()
 }
 
-fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
-
 fn serve(sim: &Simulator, live: &Live, app: &str, extra: &[(&str, &str)]) -> Serve {
-    Serve::start(&pairs(&env(sim, live, app, extra)))
+    Serve::start(&[], &pairs(&env(sim, live, app, extra)))
 }
 
 fn once(sim: &Simulator, live: &Live, app: &str, args: &[&str], extra: &[(&str, &str)]) -> Output {
@@ -118,7 +86,7 @@ fn a_flapping_metric_stops_machines_without_a_window_and_none_with_one() {
     let sim = Simulator::start();
     seed(&sim, "flap-go", &["started"; 3]);
     seed(&sim, "flap-held", &["started"; 3]);
-    let live = Live::start(&[("flap-go", 3.0), ("flap-held", 3.0)]);
+    let live = Live::start(&[("q", "flap-go", 3.0), ("q", "flap-held", 3.0)]);
     let go = serve(&sim, &live, "flap-go", &[]);
     let held = serve(
         &sim,
@@ -131,8 +99,8 @@ fn a_flapping_metric_stops_machines_without_a_window_and_none_with_one() {
     let flips = [1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0];
     for value in flips {
         let seen = (go.reconciled().len(), held.reconciled().len());
-        live.set("flap-go", value);
-        live.set("flap-held", value);
+        live.set("q", "flap-go", value);
+        live.set("q", "flap-held", value);
         let target = format!("target_started={value}");
         for (s, after) in [(&go, seen.0), (&held, seen.1)] {
             wait_reconciled(s, after, &target, |l| l.contains(&target));
@@ -192,10 +160,10 @@ fn a_flapping_metric_stops_machines_without_a_window_and_none_with_one() {
 fn a_step_limit_starts_at_most_two_machines_per_cycle() {
     let sim = Simulator::start();
     seed(&sim, "step", &["stopped"; 10]);
-    let live = Live::start(&[("step", 0.0)]);
+    let live = Live::start(&[("q", "step", 0.0)]);
     let s = serve(&sim, &live, "step", &[("FAS_MAX_SCALE_UP", "2")]);
     for value in [3.0, 7.0, 10.0] {
-        live.set("step", value);
+        live.set("q", "step", value);
     }
     s.wait_for("10 started", || sim.count("step", "started") == 10, SETTLE);
     assert_eq!(posted(&sim.requests(), "step", "start").len(), 10);
@@ -240,7 +208,7 @@ fn a_step_limit_starts_at_most_two_machines_per_cycle() {
 fn fallback_after_two_failed_collections_and_back_when_prometheus_returns() {
     let sim = Simulator::start();
     seed(&sim, "fb", &["stopped"; 4]);
-    let mut live = Live::start(&[("fb", 1.0)]);
+    let mut live = Live::start(&[("q", "fb", 1.0)]);
     let s = serve(
         &sim,
         &live,
@@ -302,13 +270,13 @@ fn cooldown_holds_the_opposite_direction_only() {
     const COOLDOWN: Duration = Duration::from_secs(15);
     let sim = Simulator::start();
     seed(&sim, "cool", &["stopped"; 5]);
-    let live = Live::start(&[("cool", 0.0)]);
+    let live = Live::start(&[("q", "cool", 0.0)]);
     let s = serve(&sim, &live, "cool", &[("FAS_COOLDOWN", "15s")]);
-    live.set("cool", 2.0);
+    live.set("q", "cool", 2.0);
     s.wait_for("2 started", || sim.count("cool", "started") == 2, SETTLE);
     // The same direction goes on within the cooldown.
     let seen = s.reconciled().len();
-    live.set("cool", 4.0);
+    live.set("q", "cool", 4.0);
     s.wait_for("4 started", || sim.count("cool", "started") == 4, SETTLE);
     let up = wait_reconciled(&s, seen, "the second start", |l| {
         l.contains("plan=\"start 2")
@@ -316,7 +284,7 @@ fn cooldown_holds_the_opposite_direction_only() {
     assert_eq!(field(&up, "held"), None, "{up}");
 
     let seen = s.reconciled().len();
-    live.set("cool", 1.0);
+    live.set("q", "cool", 1.0);
     let line = wait_reconciled(&s, seen, "a held stop", |l| l.contains("target_started=1"));
     assert_eq!(field(&line, "held").as_deref(), Some("cooldown"), "{line}");
     assert_eq!(field(&line, "started").as_deref(), Some("4"));
@@ -346,7 +314,7 @@ fn cooldown_holds_the_opposite_direction_only() {
 fn suspend_and_a_refused_suspend() {
     let sim = Simulator::start();
     let ids = seed(&sim, "sus", &["started"; 5]);
-    let live = Live::start(&[("sus", 1.0)]);
+    let live = Live::start(&[("q", "sus", 1.0)]);
     // ids[0] and ids[3]: refused (4xx) while still started, so stopped instead. ids[1]: the
     // platform suspends it on its own (autostop) while our request waits, then refuses ours:
     // it must not be stopped, which would throw its snapshot away.
@@ -409,7 +377,7 @@ fn suspend_and_a_refused_suspend() {
     assert!(log.contains("plan=\"suspend 4 of ["), "{log}");
 
     // Suspended machines count as not started and are resumed before stopped ones.
-    live.set("sus", 3.0);
+    live.set("q", "sus", 3.0);
     let out = once(
         &sim,
         &live,
@@ -427,7 +395,7 @@ fn suspend_and_a_refused_suspend() {
 fn stop_priority_query_stops_the_least_loaded_first() {
     let sim = Simulator::start();
     let ids = seed(&sim, "prio", &["started"; 4]);
-    let live = Live::start(&[("prio", 1.0)]);
+    let live = Live::start(&[("q", "prio", 1.0)]);
     // Per-machine load; ids[0] has no sample.
     for (id, load) in ids[1..].iter().zip([50.0, 5.0, 20.0]) {
         live.endpoint.set_labeled("load", &[("machine", id)], load);

@@ -8,6 +8,7 @@ mod backtest;
 mod cli;
 mod controls;
 mod eval;
+mod process_groups;
 mod scratch;
 mod serve_daemon;
 mod serve_once;

@@ -22,7 +22,7 @@ fn serve(sim: &Simulator, metric: &PromStub, app: &str, extra: &[(&str, &str)]) 
     ];
     defaults.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
     defaults.extend_from_slice(extra);
-    Serve::start(&with(&base, &defaults))
+    Serve::start(&[], &with(&base, &defaults))
 }
 
 /// Machine-list requests made for `app` so far.

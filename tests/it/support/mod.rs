@@ -6,7 +6,9 @@ pub mod tls;
 
 use std::time::Duration;
 
-use flysim::harness::{self, Daemon, Output, billing_env, metrics_url, wait_until};
+use flysim::harness::{
+    self, Daemon, MetricsEndpoint, Output, Prometheus, billing_env, metrics_url, wait_until,
+};
 
 /// The binary under test, built by Cargo for this test target.
 pub const FAS: &str = env!("CARGO_BIN_EXE_fly-autoscaler");
@@ -39,9 +41,9 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// Starts `serve` with `env` and returns once it serves `/metrics`.
-    pub fn start(env: &[(&str, &str)]) -> Serve {
-        let daemon = Daemon::spawn(FAS, &["serve"], env);
+    /// Starts `serve` with `args` and `env`; returns once it serves `/metrics`.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        let daemon = Daemon::spawn(FAS, &[&["serve"][..], args].concat(), env);
         let metrics = metrics_url(&daemon, Duration::from_secs(10))
             .unwrap_or_else(|| panic!("serve did not start:\n{}", daemon.stderr()));
         Serve { daemon, metrics }
@@ -82,4 +84,42 @@ pub fn reconciled(log: &str) -> Vec<String> {
         .filter(|l| l.contains(" reconciled "))
         .map(str::to_string)
         .collect()
+}
+
+/// Long enough for a scrape (every 1 s) and a few reconciles on a loaded machine.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// A metrics endpoint serving `metric{app=…}` gauges and a real Prometheus scraping it every
+/// second.
+pub struct Live {
+    pub endpoint: MetricsEndpoint,
+    pub prom: Prometheus,
+}
+
+impl Live {
+    /// Serves each `(metric, app, value)`; returns once Prometheus has every one.
+    pub fn start(values: &[(&str, &str, f64)]) -> Live {
+        let endpoint = MetricsEndpoint::start();
+        let prom = Prometheus::start(&[&endpoint.addr()]);
+        let live = Live { endpoint, prom };
+        for (metric, app, v) in values {
+            live.set(metric, app, *v);
+        }
+        live
+    }
+
+    /// Sets `metric{app}` and waits until Prometheus answers it.
+    pub fn set(&self, metric: &str, app: &str, value: f64) {
+        self.endpoint.set_labeled(metric, &[("app", app)], value);
+        self.prom.wait_for(
+            &format!(r#"sum({metric}{{app="{app}"}})"#),
+            |v| v == value,
+            SETTLE,
+        );
+    }
+}
+
+/// Owned environment pairs as the runners take them.
+pub fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
