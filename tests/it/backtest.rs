@@ -25,12 +25,12 @@ fn now() -> i64 {
 }
 
 /// The first step of `steps` that end ten minutes ago, on a multiple of [`STEP`].
-fn first_step(steps: usize) -> i64 {
+pub fn first_step(steps: usize) -> i64 {
     (now() - 600) / STEP * STEP - STEP * (steps as i64 - 1)
 }
 
 /// Samples of `values` (`None`: no sample) written [`LEAD`] seconds before each step.
-fn samples(t0: i64, values: &[Option<f64>]) -> Vec<(i64, Option<f64>)> {
+pub fn samples(t0: i64, values: &[Option<f64>]) -> Vec<(i64, Option<f64>)> {
     values
         .iter()
         .enumerate()
@@ -42,7 +42,7 @@ fn samples(t0: i64, values: &[Option<f64>]) -> Vec<(i64, Option<f64>)> {
 type Samples = [(i64, Option<f64>)];
 
 /// History of metrics `(name, app label, samples)`.
-fn history(series: &[(&str, &str, &Samples)]) -> History {
+pub fn history(series: &[(&str, &str, &Samples)]) -> History {
     let mut h = History::new();
     for (name, app, samples) in series {
         h.gauge(
@@ -201,9 +201,11 @@ metric-collectors:
     dir.write("fas.yml", &text).display().to_string()
 }
 
-fn backtest(args: &[&str]) -> Output {
+/// `backtest` with `base` (see [`replay`]) and `more` arguments.
+pub fn backtest(base: &[String], more: &[&str]) -> Output {
     let mut all = vec!["backtest"];
-    all.extend_from_slice(args);
+    all.extend(base.iter().map(String::as_str));
+    all.extend_from_slice(more);
     support::run(&all, &[])
 }
 
@@ -212,9 +214,19 @@ fn json_of(out: &Output) -> Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
 }
 
-/// `-from`/`-to` of `steps` steps from `t0`, as Unix timestamps.
-fn range(t0: i64, steps: usize) -> [String; 2] {
-    [t0.to_string(), (t0 + STEP * (steps as i64 - 1)).to_string()]
+/// `-config` and `-from`/`-to` of `steps` steps of [`STEP`] from `t0`, as Unix timestamps.
+pub fn replay(config: &str, t0: i64, steps: usize) -> Vec<String> {
+    let to = t0 + STEP * (steps as i64 - 1);
+    [
+        "-config",
+        config,
+        "-from",
+        &t0.to_string(),
+        "-to",
+        &to.to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// The error of a failed run: exit `code`, exactly one line `ERROR: …` containing `needle`.
@@ -251,29 +263,11 @@ fn replays_a_square_wave_a_gap_and_a_ramp_as_an_independent_model_does() {
         "the gap minus the steps the lookback still covers"
     );
     let dir = TempDir::new("backtest");
-    let [from, to] = range(t0, STEPS);
-    let args = |config: &str| {
-        [
-            "-config",
-            config,
-            "-from",
-            &from,
-            "-to",
-            &to,
-            "-step",
-            "15s",
-            "-machines",
-            "6",
-            "-format",
-            "json",
-        ]
-        .map(String::from)
-    };
     let run = |extra: &str| {
         let keys = format!("started-machine-count: q\n{extra}");
         let config = config(&dir, &prom.url(), "bt", "", &keys);
-        let args = args(&config);
-        json_of(&backtest(&args.each_ref().map(String::as_str)))
+        let more = ["-step", "15s", "-machines", "6", "-format", "json"];
+        json_of(&backtest(&replay(&config, t0, STEPS), &more))
     };
     let plain = Rules {
         machines: 6,
@@ -375,18 +369,11 @@ fn a_wildcard_config_replays_the_app_named_with_app() {
         "",
         "org: my-org\nstarted-machine-count: q\n",
     );
-    let [from, to] = range(t0, STEPS);
-    let base = [
-        "-config",
-        &config,
-        "-from",
-        &from,
-        "-to",
-        &to,
-        "-machines",
-        "8",
-    ];
-    let out = backtest(&[&base[..], &["-app", "my-app-2", "-format", "json"]].concat());
+    let base = replay(&config, t0, STEPS);
+    let out = backtest(
+        &base,
+        &["-machines", "8", "-app", "my-app-2", "-format", "json"],
+    );
     let report = json_of(&out);
     assert_eq!(report["app"], "my-app-2");
     assert_eq!(
@@ -404,7 +391,7 @@ fn a_wildcard_config_replays_the_app_named_with_app() {
     assert_eq!(report["summary"]["peak_started"], 5);
     assert_eq!(report["summary"]["starts"], 5);
 
-    let out = backtest(&base);
+    let out = backtest(&base, &["-machines", "8"]);
     assert_one_line_error(
         &out,
         1,
@@ -433,21 +420,20 @@ fn a_source_without_history_needs_a_constant() {
         &temporal,
         "started-machine-count: q + workflows\n",
     );
-    let [from, to] = range(t0, STEPS);
     let base = [
-        "-config", &config, "-from", &from, "-to", &to, "-format", "json",
-    ];
+        replay(&config, t0, STEPS),
+        vec!["-format".into(), "json".into()],
+    ]
+    .concat();
 
-    let out = backtest(&base);
+    let out = backtest(&base, &[]);
     assert_one_line_error(
         &out,
         1,
         "metric \"workflows\" comes from a source without history (only prometheus keeps one); give it a constant with -set workflows=VALUE",
     );
 
-    let report = json_of(&backtest(
-        &[&base[..], &["-set", "workflows=3", "-machines", "6"]].concat(),
-    ));
+    let report = json_of(&backtest(&base, &["-set", "workflows=3", "-machines", "6"]));
     let first = &report["series"][0];
     assert_eq!(first["metrics"]["workflows"], 3.0, "{first}");
     assert_eq!(first["metrics"]["q"], 1.0, "{first}");
@@ -456,11 +442,11 @@ fn a_source_without_history_needs_a_constant() {
 
     // Every metric a constant: nothing is fetched, the range still has its steps.
     let constants = ["-set", "q=2", "-set", "workflows=3", "-machines", "6"];
-    let report = json_of(&backtest(&[&base[..], &constants].concat()));
+    let report = json_of(&backtest(&base, &constants));
     assert_eq!(report["steps"], STEPS);
     assert_eq!(report["series"][STEPS - 1]["started"], 5);
 
-    let out = backtest(&[&base[..], &["-set", "workflow=3"]].concat());
+    let out = backtest(&base, &["-set", "workflow=3"]);
     assert_one_line_error(
         &out,
         1,
@@ -483,19 +469,13 @@ fn csv_rows_and_the_text_sparkline() {
         "",
         "min-started-machine-count: q\nmax-started-machine-count: q + 1\n",
     );
-    let [from, to] = range(t0, STEPS);
     let base = [
-        "-config",
-        &config,
-        "-from",
-        &from,
-        "-to",
-        &to,
-        "-machines",
-        "4",
-    ];
+        replay(&config, t0, STEPS),
+        vec!["-machines".into(), "4".into()],
+    ]
+    .concat();
 
-    let out = backtest(&[&base[..], &["-format", "csv"]].concat());
+    let out = backtest(&base, &["-format", "csv"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
@@ -520,7 +500,7 @@ fn csv_rows_and_the_text_sparkline() {
         )
     );
 
-    let out = backtest(&base);
+    let out = backtest(&base, &[]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stdout
@@ -564,7 +544,7 @@ fn bad_input_is_one_line() {
     let dir = TempDir::new("backtest");
     let unreachable = format!("http://127.0.0.1:{}", free_port());
     let config = config(&dir, &unreachable, "app", "", "started-machine-count: q\n");
-    let c = ["-config", config.as_str()];
+    let c = ["-config".to_string(), config];
     for (args, code, needle) in [
         (
             &[
@@ -592,7 +572,7 @@ fn bad_input_is_one_line() {
         ),
         (&["-from", "-1h"], 1, "cannot read history"),
     ] {
-        let out = backtest(&[&c[..], args].concat());
+        let out = backtest(&c, args);
         assert_one_line_error(&out, code, needle);
         if needle == "cannot read history" {
             assert!(out.stderr.contains(&unreachable), "{}", out.stderr);
@@ -629,19 +609,10 @@ fn the_html_report_renders_in_a_real_browser() {
         "started-machine-count: ceil(q / 10) + ceil(rps / 100)\nscale-down-stabilization: 2m\n",
     );
     let html = dir.path().join("report.html").display().to_string();
-    let [from, to] = range(t0, STEPS);
-    let out = backtest(&[
-        "-config",
-        &config,
-        "-from",
-        &from,
-        "-to",
-        &to,
-        "-machines",
-        "10",
-        "-html",
-        &html,
-    ]);
+    let out = backtest(
+        &replay(&config, t0, STEPS),
+        &["-machines", "10", "-html", &html],
+    );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(

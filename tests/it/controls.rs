@@ -6,9 +6,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flysim::harness::{
-    self, Daemon, History, MetricsEndpoint, Output, Prometheus, autoscaler_env, log_field, with,
-};
+use flysim::harness::{self, Daemon, History, MetricsEndpoint, Output, Prometheus, log_field};
 use flysim::{Fault, FaultRule, MachineSpec, RecordedRequest, Simulator};
 
 use crate::support::{self, Live, SETTLE, Serve, pairs};
@@ -17,26 +15,33 @@ const QUERY: &str = r#"sum(q{app="$APP_NAME"})"#;
 
 /// The autoscaler's environment for `app`: `started-machine-count: q` from `live`, then
 /// `extra`.
-fn env(sim: &Simulator, live: &Live, app: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let base = autoscaler_env(sim, &live.prom, app);
+fn env(
+    sim: &Simulator,
+    prom: &Prometheus,
+    app: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let defaults = [
         ("FAS_PROMETHEUS_QUERY", QUERY),
         ("FAS_STARTED_MACHINE_COUNT", "q"),
         ("FAS_INTERVAL", "300ms"),
         ("FAS_METRICS_ADDR", "127.0.0.1:0"),
     ];
-    with(&base, &[&defaults[..], extra].concat())
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    support::env_for(sim, prom, app, &[&defaults[..], extra].concat())
 }
 
-fn serve(sim: &Simulator, live: &Live, app: &str, extra: &[(&str, &str)]) -> Serve {
-    Serve::start(&[], &pairs(&env(sim, live, app, extra)))
+fn serve(sim: &Simulator, prom: &Prometheus, app: &str, extra: &[(&str, &str)]) -> Serve {
+    Serve::start(&[], &pairs(&env(sim, prom, app, extra)))
 }
 
-fn once(sim: &Simulator, live: &Live, app: &str, args: &[&str], extra: &[(&str, &str)]) -> Output {
-    let env = env(sim, live, app, extra);
+fn once(
+    sim: &Simulator,
+    prom: &Prometheus,
+    app: &str,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> Output {
+    let env = env(sim, prom, app, extra);
     support::run(&[&["serve", "-once"][..], args].concat(), &pairs(&env))
 }
 
@@ -77,8 +82,15 @@ fn wait_reconciled(s: &Serve, after: usize, what: &str, pred: impl Fn(&str) -> b
     found.unwrap()
 }
 
-fn field(line: &str, key: &str) -> Option<String> {
-    log_field(line, key)
+/// Asserts a `reconciled` line's `key` (`None`: absent).
+fn assert_field(line: &str, key: &str, want: Option<&str>) {
+    assert_eq!(log_field(line, key).as_deref(), want, "{key} of {line}");
+}
+
+/// A number field of a `reconciled` line.
+fn number(line: &str, key: &str) -> usize {
+    let value = log_field(line, key).unwrap_or_else(|| panic!("no {key} in {line}"));
+    value.parse().unwrap_or_else(|_| panic!("{key} of {line}"))
 }
 
 #[test]
@@ -87,10 +99,10 @@ fn a_flapping_metric_stops_machines_without_a_window_and_none_with_one() {
     seed(&sim, "flap-go", &["started"; 3]);
     seed(&sim, "flap-held", &["started"; 3]);
     let live = Live::start(&[("q", "flap-go", 3.0), ("q", "flap-held", 3.0)]);
-    let go = serve(&sim, &live, "flap-go", &[]);
+    let go = serve(&sim, &live.prom, "flap-go", &[]);
     let held = serve(
         &sim,
-        &live,
+        &live.prom,
         "flap-held",
         &[("FAS_SCALE_DOWN_STABILIZATION", "2m")],
     );
@@ -124,17 +136,9 @@ fn a_flapping_metric_stops_machines_without_a_window_and_none_with_one() {
 
     // The control that held the stop, in the log and in /metrics.
     let line = wait_reconciled(&held, 0, "a held low", |l| l.contains("target_started=1"));
-    assert_eq!(
-        field(&line, "held").as_deref(),
-        Some("scale-down-stabilization"),
-        "{line}"
-    );
-    assert_eq!(
-        field(&line, "effective_started").as_deref(),
-        Some("1..3"),
-        "{line}"
-    );
-    assert_eq!(field(&line, "started").as_deref(), Some("3"));
+    assert_field(&line, "held", Some("scale-down-stabilization"));
+    assert_field(&line, "effective_started", Some("1..3"));
+    assert_field(&line, "started", Some("3"));
     assert!(line.contains("plan=\"no scale\""), "{line}");
     let series = |family: &str| {
         held.sample(&format!(
@@ -148,12 +152,8 @@ fn a_flapping_metric_stops_machines_without_a_window_and_none_with_one() {
         .into_iter()
         .find(|l| l.contains("plan=\"stop 2 of"));
     let go_line = go_line.unwrap_or_else(|| panic!("{}", go.daemon.stderr()));
-    assert_eq!(field(&go_line, "held"), None, "{go_line}");
-    assert_eq!(
-        field(&go_line, "effective_started"),
-        None,
-        "no control: raw = effective"
-    );
+    assert_field(&go_line, "held", None);
+    assert_field(&go_line, "effective_started", None);
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn a_step_limit_starts_at_most_two_machines_per_cycle() {
     let sim = Simulator::start();
     seed(&sim, "step", &["stopped"; 10]);
     let live = Live::start(&[("q", "step", 0.0)]);
-    let s = serve(&sim, &live, "step", &[("FAS_MAX_SCALE_UP", "2")]);
+    let s = serve(&sim, &live.prom, "step", &[("FAS_MAX_SCALE_UP", "2")]);
     for value in [3.0, 7.0, 10.0] {
         live.set("q", "step", value);
     }
@@ -174,14 +174,8 @@ fn a_step_limit_starts_at_most_two_machines_per_cycle() {
             let n: usize = plan.split(' ').next().unwrap().parse().unwrap();
             assert!(n <= 2, "{line}");
             starts.push(n);
-            let want: usize = field(line, "target_started").unwrap().parse().unwrap();
-            let started: usize = field(line, "started").unwrap().parse().unwrap();
-            if want > started + 2 {
-                assert_eq!(
-                    field(line, "held").as_deref(),
-                    Some("max-scale-up"),
-                    "{line}"
-                );
+            if number(line, "target_started") > number(line, "started") + 2 {
+                assert_field(line, "held", Some("max-scale-up"));
             }
         }
     }
@@ -190,10 +184,7 @@ fn a_step_limit_starts_at_most_two_machines_per_cycle() {
         starts.len() >= 5,
         "at least five cycles for ten machines: {starts:?}"
     );
-    let counts: Vec<usize> = lines
-        .iter()
-        .map(|l| field(l, "started").unwrap().parse().unwrap())
-        .collect();
+    let counts: Vec<usize> = lines.iter().map(|l| number(l, "started")).collect();
     for pair in counts.windows(2) {
         assert!(
             pair[1] <= pair[0] + 2,
@@ -211,7 +202,7 @@ fn fallback_after_two_failed_collections_and_back_when_prometheus_returns() {
     let mut live = Live::start(&[("q", "fb", 1.0)]);
     let s = serve(
         &sim,
-        &live,
+        &live.prom,
         "fb",
         &[
             ("FAS_FALLBACK_AFTER", "2"),
@@ -271,7 +262,7 @@ fn cooldown_holds_the_opposite_direction_only() {
     let sim = Simulator::start();
     seed(&sim, "cool", &["stopped"; 5]);
     let live = Live::start(&[("q", "cool", 0.0)]);
-    let s = serve(&sim, &live, "cool", &[("FAS_COOLDOWN", "15s")]);
+    let s = serve(&sim, &live.prom, "cool", &[("FAS_COOLDOWN", "15s")]);
     live.set("q", "cool", 2.0);
     s.wait_for("2 started", || sim.count("cool", "started") == 2, SETTLE);
     // The same direction goes on within the cooldown.
@@ -281,13 +272,13 @@ fn cooldown_holds_the_opposite_direction_only() {
     let up = wait_reconciled(&s, seen, "the second start", |l| {
         l.contains("plan=\"start 2")
     });
-    assert_eq!(field(&up, "held"), None, "{up}");
+    assert_field(&up, "held", None);
 
     let seen = s.reconciled().len();
     live.set("q", "cool", 1.0);
     let line = wait_reconciled(&s, seen, "a held stop", |l| l.contains("target_started=1"));
-    assert_eq!(field(&line, "held").as_deref(), Some("cooldown"), "{line}");
-    assert_eq!(field(&line, "started").as_deref(), Some("4"));
+    assert_field(&line, "held", Some("cooldown"));
+    assert_field(&line, "started", Some("4"));
     s.wait_for(
         "1 started",
         || sim.count("cool", "started") == 1,
@@ -335,7 +326,12 @@ fn suspend_and_a_refused_suspend() {
         1,
         Fault::Hang(Duration::from_secs(1)),
     ));
-    let env = env(&sim, &live, "sus", &[("FAS_SCALE_DOWN_METHOD", "suspend")]);
+    let env = env(
+        &sim,
+        &live.prom,
+        "sus",
+        &[("FAS_SCALE_DOWN_METHOD", "suspend")],
+    );
     let mut run = Daemon::spawn(support::FAS, &["serve", "-once"], &pairs(&env));
     let target = format!("{}/suspend", ids[1]);
     assert!(
@@ -380,7 +376,7 @@ fn suspend_and_a_refused_suspend() {
     live.set("q", "sus", 3.0);
     let out = once(
         &sim,
-        &live,
+        &live.prom,
         "sus",
         &[],
         &[("FAS_SCALE_DOWN_METHOD", "suspend")],
@@ -410,7 +406,7 @@ fn stop_priority_query_stops_the_least_loaded_first() {
         let yaml = format!("stop-priority-query: '{}'\n", query.replace('$', "$$"));
         dir.write("fas.yml", &yaml).display().to_string()
     };
-    let out = once(&sim, &live, "prio", &["-config", &config(query)], &[]);
+    let out = once(&sim, &live.prom, "prio", &["-config", &config(query)], &[]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stderr.contains(&format!(
@@ -429,7 +425,13 @@ fn stop_priority_query_stops_the_least_loaded_first() {
     for id in &ids[1..] {
         sim.set_machine_state("prio", id, "started");
     }
-    let out = once(&sim, &live, "prio", &["-config", &config("sum(load")], &[]);
+    let out = once(
+        &sim,
+        &live.prom,
+        "prio",
+        &["-config", &config("sum(load")],
+        &[],
+    );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stderr
@@ -464,10 +466,6 @@ fn once_prefills_the_window_from_history_so_a_short_dip_stops_nothing() {
         }),
     );
     let prom = Prometheus::start_with_history(&[], &history);
-    let live = Live {
-        endpoint: MetricsEndpoint::start(),
-        prom,
-    };
     let sim = Simulator::start();
     seed(&sim, "dip", &["started"; 4]);
     let window = |w: &str| {
@@ -479,7 +477,7 @@ fn once_prefills_the_window_from_history_so_a_short_dip_stops_nothing() {
     let run = |args: &[&str], w: &str| {
         let settings = window(w);
         let extra: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let out = once(&sim, &live, "dip", args, &extra);
+        let out = once(&sim, &prom, "dip", args, &extra);
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         let lines = support::reconciled(&out.stderr);
         assert_eq!(lines.len(), 1, "{}", out.stderr);
@@ -489,31 +487,17 @@ fn once_prefills_the_window_from_history_so_a_short_dip_stops_nothing() {
     // -dry-run shows what a real run would hold back, and changes nothing.
     for args in [&["-dry-run"][..], &[]] {
         let (line, requests) = run(args, "10m");
-        assert_eq!(
-            field(&line, "target_started").as_deref(),
-            Some("1"),
-            "{line}"
-        );
-        assert_eq!(
-            field(&line, "effective_started").as_deref(),
-            Some("1..4"),
-            "{line}"
-        );
-        assert_eq!(
-            field(&line, "held").as_deref(),
-            Some("scale-down-stabilization"),
-            "{line}"
-        );
-        assert_eq!(
-            field(&line, "dry_run").as_deref(),
-            Some(&*(!args.is_empty()).to_string())
-        );
+        assert_field(&line, "target_started", Some("1"));
+        assert_field(&line, "effective_started", Some("1..4"));
+        assert_field(&line, "held", Some("scale-down-stabilization"));
+        let dry_run = if args.is_empty() { "false" } else { "true" };
+        assert_field(&line, "dry_run", Some(dry_run));
         assert!(posted(&requests, "dip", "stop").is_empty(), "{line}");
         assert_eq!(sim.count("dip", "started"), 4);
     }
     // A window shorter than the dip: the dip is all it sees.
     let (line, requests) = run(&["-dry-run"], "1m");
-    assert_eq!(field(&line, "held"), None, "{line}");
+    assert_field(&line, "held", None);
     assert!(line.contains("plan=\"stop 3 of ["), "{line}");
     assert!(posted(&requests, "dip", "stop").is_empty(), "dry run");
     let (_, requests) = run(&[], "1m");

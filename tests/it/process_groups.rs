@@ -2,12 +2,11 @@
 //! machines in the simulator, two metrics from a real Prometheus, each group scaled by its
 //! own; validation; `eval`; the backtest of each group.
 
-use std::time::SystemTime;
-
-use flysim::harness::{History, Prometheus, TempDir, autoscaler_env, with};
+use flysim::harness::{Prometheus, TempDir};
 use flysim::{Fault, FaultRule, MachineSpec, RecordedRequest, Simulator};
 use serde_json::{Value, json};
 
+use crate::backtest::{backtest, first_step, history, replay, samples};
 use crate::support::{self, Live, SETTLE, Serve, pairs};
 
 const APP: &str = "pg";
@@ -83,21 +82,25 @@ fn touching<'a>(requests: &'a [RecordedRequest], ids: &[String]) -> Vec<&'a Reco
         .collect()
 }
 
-fn env(sim: &Simulator, live: &Live, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let base = autoscaler_env(sim, &live.prom, APP);
-    with(&base, &[&[("FAS_INTERVAL", "300ms")][..], extra].concat())
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-#[test]
-fn each_group_follows_its_own_metric() {
+/// The simulator, its fleet, both metrics in a real Prometheus (`http_rps` 200, `queue_depth`
+/// 30), and the config file (in the returned dir).
+fn start() -> (Simulator, Fleet, Live, TempDir, String) {
     let sim = Simulator::start();
     let fleet = seed(&sim);
     let live = Live::start(&[("http_rps", APP, 200.0), ("queue_depth", APP, 30.0)]);
     let dir = TempDir::new("groups");
     let config = config(&dir, &live.prom.url());
+    (sim, fleet, live, dir, config)
+}
+
+fn env(sim: &Simulator, live: &Live, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let settings = [&[("FAS_INTERVAL", "300ms")][..], extra].concat();
+    support::env_for(sim, &live.prom, APP, &settings)
+}
+
+#[test]
+fn each_group_follows_its_own_metric() {
+    let (sim, fleet, live, _dir, config) = start();
 
     let out = support::run(&["eval", "-config", &config], &[]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -231,11 +234,7 @@ fn each_group_follows_its_own_metric() {
 
 #[test]
 fn a_failing_create_in_one_group_does_not_block_the_other() {
-    let sim = Simulator::start();
-    let fleet = seed(&sim);
-    let live = Live::start(&[("http_rps", APP, 200.0), ("queue_depth", APP, 30.0)]);
-    let dir = TempDir::new("groups");
-    let config = config(&dir, &live.prom.url());
+    let (sim, fleet, live, _dir, config) = start();
     sim.inject(FaultRule::new(
         Some("POST"),
         Some(&format!("/v1/apps/{APP}/machines?")),
@@ -381,45 +380,22 @@ fn validation_errors_name_the_rule() {
 
 #[test]
 fn the_backtest_reports_each_group() {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let t0 = (now - 3600) / 15 * 15;
-    let mut history = History::new();
-    let series = |f: fn(i64) -> f64| (0..40).map(move |k| ((t0 + 15 * k - 5) as f64, Some(f(k))));
-    history.gauge(
-        "http_rps",
-        &[("app", APP)],
-        series(|k| if k < 20 { 300.0 } else { 100.0 }),
-    );
-    history.gauge(
-        "queue_depth",
-        &[("app", APP)],
-        series(|k| (k / 4) as f64 * 10.0),
-    );
+    let t0 = first_step(40);
+    let rps: Vec<Option<f64>> = (0..40)
+        .map(|k| Some(if k < 20 { 300.0 } else { 100.0 }))
+        .collect();
+    let queue: Vec<Option<f64>> = (0..40).map(|k| Some((k / 4) as f64 * 10.0)).collect();
+    let history = history(&[
+        ("http_rps", APP, &samples(t0, &rps)),
+        ("queue_depth", APP, &samples(t0, &queue)),
+    ]);
     let prom = Prometheus::start_with_history(&[], &history);
     let dir = TempDir::new("groups-backtest");
     let config = config(&dir, &prom.url());
     let html = dir.path().join("report.html").display().to_string();
-    let (from, to) = (t0.to_string(), (t0 + 15 * 39).to_string());
-    let out = support::run(
-        &[
-            "backtest",
-            "-config",
-            &config,
-            "-from",
-            &from,
-            "-to",
-            &to,
-            "-machines",
-            "3",
-            "-format",
-            "json",
-            "-html",
-            &html,
-        ],
-        &[],
+    let out = backtest(
+        &replay(&config, t0, 40),
+        &["-machines", "3", "-format", "json", "-html", &html],
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let report: Value = serde_json::from_str(&out.stdout).unwrap();

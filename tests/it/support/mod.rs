@@ -6,8 +6,10 @@ pub mod tls;
 
 use std::time::Duration;
 
+use flysim::Simulator;
 use flysim::harness::{
-    self, Daemon, MetricsEndpoint, Output, Prometheus, billing_env, metrics_url, wait_until,
+    self, Daemon, MetricsEndpoint, Output, Prometheus, PrometheusApi, autoscaler_env, billing_env,
+    metrics_url, wait_until, with,
 };
 
 /// The binary under test, built by Cargo for this test target.
@@ -117,6 +119,21 @@ impl Live {
             SETTLE,
         );
     }
+}
+
+/// The scenario environment ([`autoscaler_env`]) against `prom` for `app`, with `settings`
+/// added (a later pair replaces an earlier one).
+pub fn env_for(
+    sim: &Simulator,
+    prom: &impl PrometheusApi,
+    app: &str,
+    settings: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let base = autoscaler_env(sim, prom, app);
+    with(&base, settings)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Owned environment pairs as the runners take them.
