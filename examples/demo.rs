@@ -9,16 +9,23 @@
 //! 4. The demo moves `queue_depth` through a few values and waits, each time, until the
 //!    simulator shows the expected number of started machines, printing the autoscaler's log
 //!    and the machines as they change.
-//! 5. It prints the autoscaler's own counters, stops it with SIGTERM (exit status 0 expected)
-//!    and stops everything else.
+//! 5. It prints the autoscaler's own counters and stops it with SIGTERM (exit status 0
+//!    expected).
+//! 6. A second scenario: one noisy queue (`testdata/demo-noisy.yml`) scales two apps, one
+//!    without and one with `scale-down-stabilization`, side by side for 24 seconds; the demo
+//!    prints each second and then the starts and stops of each.
+//! 7. `fly-autoscaler backtest` replays those seconds from Prometheus with the same config,
+//!    and writes its HTML report (`target/demo-backtest.html`); then everything is stopped.
 //!
 //! ```text
-//! cargo build --bin fly-autoscaler --example demo && ./target/debug/examples/demo [--keep]
+//! cargo build --bin fly-autoscaler --example demo && ./target/debug/examples/demo [--keep] [--screenshot PNG]
 //! ```
 //!
-//! `--keep` leaves everything running at the end, prints the URLs, and lets you type new
-//! `queue_depth` values, until Ctrl-C. The exit status is non-zero when a step does not
-//! converge (the autoscaler's log tail is printed).
+//! `--keep` leaves the first scenario running at its end, prints the URLs, and lets you type
+//! new `queue_depth` values, until Ctrl-C (the second scenario is then skipped).
+//! `--screenshot PNG` also renders the backtest report with headless Chromium (the README's
+//! picture: `--screenshot testdata/backtest-report.png`). The exit status is non-zero when a
+//! step does not converge (the autoscaler's log tail is printed).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -28,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use flysim::harness::{self, Daemon, MetricsEndpoint, Prometheus, wait_until};
+use flysim::harness::{self, Daemon, MetricsEndpoint, Prometheus, tail, wait_until};
 use flysim::{MachineSpec, SimMachine, Simulator};
 
 const ORG: &str = "demo-org";
@@ -67,22 +74,33 @@ const STEPS: [(f64, usize, &str); 5] = [
 ];
 
 const USAGE: &str = "\
-usage: demo [--keep]
+usage: demo [--keep] [--screenshot PNG]
 
 Runs fly-autoscaler end to end against a local Prometheus and the Fly Machines
-API simulator (about a minute). Needs `prometheus` on PATH (or $PROMETHEUS_BIN)
-and the debug binary: `make demo` does both.
+API simulator (about a minute), then a noisy queue with and without
+scale-down-stabilization, and a backtest of it. Needs `prometheus` on PATH (or
+$PROMETHEUS_BIN) and the debug binary: `make demo` does both.
 
-  --keep     at the end, leave everything running and print the URLs; type a
-             number + Enter to set queue_depth; Ctrl-C to stop
-  -h, --help show this help
+  --keep            after the first scenario, leave it running and print the
+                    URLs; type a number + Enter to set queue_depth; Ctrl-C to stop
+  --screenshot PNG  render the backtest's HTML report to PNG (needs chromium)
+  -h, --help        show this help
 ";
 
 fn main() -> ExitCode {
     let mut keep = false;
-    for arg in std::env::args().skip(1) {
+    let mut screenshot = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--keep" => keep = true,
+            "--screenshot" => match args.next() {
+                Some(path) => screenshot = Some(PathBuf::from(path)),
+                None => {
+                    eprintln!("demo: --screenshot needs a file path\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -101,7 +119,7 @@ fn main() -> ExitCode {
         let _ = signal_hook::flag::register(sig, Arc::clone(&interrupted));
     }
     let out = Out::new();
-    match run(&out, keep, &interrupted) {
+    match run(&out, keep, screenshot.as_deref(), &interrupted) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) if interrupted.load(Ordering::SeqCst) => {
             out.say("demo interrupted; everything it started is stopped");
@@ -139,7 +157,12 @@ impl Out {
     }
 }
 
-fn run(out: &Out, keep: bool, interrupted: &AtomicBool) -> Result<(), String> {
+fn run(
+    out: &Out,
+    keep: bool,
+    screenshot: Option<&Path>,
+    interrupted: &AtomicBool,
+) -> Result<(), String> {
     preflight()?;
     out.say("fly-autoscaler demo: a real Prometheus, the Fly Machines API simulator and");
     out.more("`fly-autoscaler serve`, scaling demo-app with started-machine-count = ceil(queue_depth / 10)");
@@ -322,6 +345,16 @@ fn run(out: &Out, keep: bool, interrupted: &AtomicBool) -> Result<(), String> {
         }
     };
 
+    let noisy = !interrupted.load(Ordering::SeqCst);
+    if !noisy {
+        out.say("interrupted: the second scenario is skipped");
+    } else if let Err(e) = noisy_queue(out, &sim, &endpoint, &prom, screenshot, interrupted) {
+        if !interrupted.load(Ordering::SeqCst) {
+            out.say(&format!("FAILED: {e}"));
+        }
+        return Err(e);
+    }
+
     let prom_pid = prom.pid();
     drop(prom);
     out.say(&format!("Prometheus (pid {prom_pid}) stopped"));
@@ -337,10 +370,15 @@ fn run(out: &Out, keep: bool, interrupted: &AtomicBool) -> Result<(), String> {
 
     println!();
     out.say(&format!(
-        "demo passed: {} steps converged ({:.1}s in all, slowest {:.1}s), clean shutdown",
+        "demo passed: {} steps converged ({:.1}s in all, slowest {:.1}s){}, clean shutdown",
         STEPS.len(),
         total.as_secs_f64(),
-        slowest.as_secs_f64()
+        slowest.as_secs_f64(),
+        if noisy {
+            ", the noisy queue's stops held back by the window"
+        } else {
+            ""
+        }
     ));
     Ok(())
 }
@@ -635,6 +673,300 @@ fn check_interrupt(interrupted: &AtomicBool) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 2: a noisy queue, with and without scale-down-stabilization
+// ---------------------------------------------------------------------------------------------
+
+/// `queue_depth{queue="jobs"}`, one value a second: noise between 2 and 4 machines' worth,
+/// then a quiet spell of 1 machine's worth longer than the window.
+const NOISE: [f64; 12] = [
+    35.0, 14.0, 38.0, 17.0, 33.0, 12.0, 39.0, 18.0, 36.0, 11.0, 34.0, 16.0,
+];
+const QUIET: (f64, usize) = (5.0, 12);
+/// The two apps and their `scale-down-stabilization`.
+const SIDES: [(&str, &str); 2] = [("noisy-go", "0s"), ("noisy-held", "8s")];
+const NOISY_QUERY: &str = r#"sum(queue_depth{queue="jobs"})"#;
+
+fn noisy_queue(
+    out: &Out,
+    sim: &Simulator,
+    endpoint: &MetricsEndpoint,
+    prom: &Prometheus,
+    screenshot: Option<&Path>,
+    interrupted: &AtomicBool,
+) -> Result<(), String> {
+    out.step("6. a noisy queue: the same metric, without and with scale-down-stabilization");
+    let set = |v: f64| endpoint.set_labeled("queue_depth", &[("queue", "jobs")], v);
+    set(NOISE[0]);
+    // Scraped within a second: the first scenario's Prometheus already scrapes the endpoint.
+    let scraped = wait_until(Duration::from_secs(30), || {
+        prom.query(NOISY_QUERY) == Some(NOISE[0]) || interrupted.load(Ordering::SeqCst)
+    });
+    check_interrupt(interrupted)?;
+    if !scraped {
+        return Err(format!("Prometheus has no {NOISY_QUERY} = {}", NOISE[0]));
+    }
+    for (app, _) in SIDES {
+        sim.add_app(ORG, app);
+        for state in [
+            "started", "started", "stopped", "stopped", "stopped", "stopped",
+        ] {
+            sim.add_machine(app, MachineSpec::new(state).group(Some(GROUP)));
+        }
+    }
+    let config = noisy_config();
+    out.say(&format!(
+        "apps {} and {}: 2 started + 4 stopped machines each; {} with",
+        SIDES[0].0,
+        SIDES[1].0,
+        display_path(&config)
+    ));
+    for line in config_summary(&config) {
+        out.more(&format!("  {line}"));
+    }
+    let prom_url = prom.url();
+    let sim_url = sim.url();
+    let mut daemons = Vec::new();
+    for (app, window) in SIDES {
+        let env = noisy_env(&sim_url, &prom_url, app, window);
+        let config_arg = config.to_string_lossy().into_owned();
+        daemons.push(Daemon::spawn(
+            binary(),
+            &["serve", "-config", &config_arg],
+            &env,
+        ));
+        out.say(&format!(
+            "fly-autoscaler serve for {app} with DEMO_WINDOW={window} (pid {})",
+            daemons.last().map_or(0, Daemon::pid)
+        ));
+    }
+    let result = noisy_run(out, sim, &set, &daemons, interrupted);
+    for d in &daemons {
+        d.signal("TERM");
+    }
+    for d in &mut daemons {
+        if d.wait_exit(Duration::from_secs(15)) != Some(0) && result.is_ok() {
+            return Err(format!(
+                "fly-autoscaler exited badly:\n{}",
+                tail(&d.stderr(), 20)
+            ));
+        }
+    }
+    let (from, to) = result.inspect_err(|_| {
+        for d in &daemons {
+            out.more(&format!(
+                "  | {}",
+                tail(&d.stderr(), 10).replace('\n', "\n           | ")
+            ));
+        }
+    })?;
+    out.say("both stopped with SIGTERM, exit status 0");
+    backtest(out, &prom_url, from, to, screenshot)
+}
+
+/// Runs the scenario: `(first, last)` second of it, Unix time.
+fn noisy_run(
+    out: &Out,
+    sim: &Simulator,
+    set: &dyn Fn(f64),
+    daemons: &[Daemon],
+    interrupted: &AtomicBool,
+) -> Result<(i64, i64), String> {
+    let started = |app: &str| sim.count(app, "started");
+    let both_at = |n: usize| SIDES.iter().all(|(app, _)| started(app) == n);
+    // The first value takes a scrape (1 s) and a reconcile (1 s) to reach the machines.
+    if !wait_until(Duration::from_secs(30), || {
+        both_at(4) || interrupted.load(Ordering::SeqCst)
+    }) {
+        return Err(format!(
+            "the apps did not reach 4 started machines: {} and {}",
+            started(SIDES[0].0),
+            started(SIDES[1].0)
+        ));
+    }
+    check_interrupt(interrupted)?;
+    sim.take_requests();
+    // The first whole second after now: the queue's series exists by then.
+    let from = unix_now() + 1;
+    println!();
+    out.say(&format!(
+        "queue_depth changes every second; started machines of each app (window {} / {}):",
+        SIDES[0].1, SIDES[1].1
+    ));
+    let values = NOISE
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(QUIET.0, QUIET.1));
+    let mut quiet_since = None;
+    for (second, value) in values.enumerate() {
+        if second == NOISE.len() {
+            quiet_since = Some(Instant::now());
+        }
+        set(value);
+        wait_until(Duration::from_secs(1), || {
+            interrupted.load(Ordering::SeqCst)
+        });
+        check_interrupt(interrupted)?;
+        out.say(&format!(
+            "queue_depth {value:>4} (wants {})  started: {} / {}",
+            (value / 10.0).ceil(),
+            started(SIDES[0].0),
+            started(SIDES[1].0)
+        ));
+    }
+    // The window lets the held side down once the quiet spell is longer than it.
+    if !wait_until(Duration::from_secs(20), || {
+        both_at(1) || interrupted.load(Ordering::SeqCst)
+    }) {
+        check_interrupt(interrupted)?;
+        return Err(format!(
+            "after the quiet spell: {} and {} started, expected 1 each",
+            started(SIDES[0].0),
+            started(SIDES[1].0)
+        ));
+    }
+    let to = unix_now();
+    let requests = sim.take_requests();
+    let count = |app: &str, verb: &str, before: Option<Instant>| {
+        let suffix = format!("/{verb}");
+        let prefix = format!("/v1/apps/{app}/machines/");
+        requests
+            .iter()
+            .filter(|r| {
+                r.method == "POST" && r.path.starts_with(&prefix) && r.path.ends_with(&suffix)
+            })
+            .filter(|r| before.is_none_or(|b| r.at < b))
+            .count()
+    };
+    println!();
+    out.say(&format!(
+        "{:<34}{:>14}{:>30}",
+        "",
+        "no window",
+        format!("scale-down-stabilization {}", SIDES[1].1)
+    ));
+    for (label, verb, before) in [
+        ("machine starts", "start", None),
+        ("machine stops", "stop", None),
+        ("  of which during the noise", "stop", quiet_since),
+    ] {
+        out.say(&format!(
+            "{label:<34}{:>14}{:>30}",
+            count(SIDES[0].0, verb, before),
+            count(SIDES[1].0, verb, before)
+        ));
+    }
+    let (go, held) = (
+        count(SIDES[0].0, "stop", None),
+        count(SIDES[1].0, "stop", None),
+    );
+    if count(SIDES[1].0, "stop", quiet_since) > 0 || held >= go {
+        return Err(format!(
+            "the window should have held every stop during the noise: {held} stops with it, {go} without"
+        ));
+    }
+    for d in daemons {
+        if let Some(line) = d
+            .stderr()
+            .lines()
+            .find(|l| l.contains("held=scale-down-stabilization"))
+        {
+            out.say("a pass the window held back, from the held app's log:");
+            out.more(&format!(
+                "  | {}",
+                line.split_once(' ').map_or(line, |(_, rest)| rest)
+            ));
+        }
+    }
+    Ok((from, to))
+}
+
+/// Replays the scenario's seconds from Prometheus with the held side's config, prints the
+/// report and writes its HTML (and, if asked, a screenshot of it).
+fn backtest(
+    out: &Out,
+    prom_url: &str,
+    from: i64,
+    to: i64,
+    screenshot: Option<&Path>,
+) -> Result<(), String> {
+    out.step("7. fly-autoscaler backtest: the same seconds replayed from Prometheus");
+    let html = binary().parent().and_then(Path::parent).map_or_else(
+        || PathBuf::from("demo-backtest.html"),
+        |t| t.join("demo-backtest.html"),
+    );
+    let config = noisy_config().to_string_lossy().into_owned();
+    let (from, to, html_arg) = (
+        from.to_string(),
+        to.to_string(),
+        html.to_string_lossy().into_owned(),
+    );
+    let args = [
+        "backtest",
+        "-config",
+        &config,
+        "-from",
+        &from,
+        "-to",
+        &to,
+        "-step",
+        "1s",
+        "-machines",
+        "6",
+        "-started",
+        "4",
+        "-html",
+        &html_arg,
+    ];
+    out.say(&format!("fly-autoscaler {}", args.join(" ")));
+    let env = noisy_env("http://unused", prom_url, SIDES[1].0, SIDES[1].1);
+    let run = harness::run(binary(), &args, &env, Duration::from_secs(60));
+    if run.code != Some(0) {
+        return Err(format!(
+            "backtest failed ({:?}): {}",
+            run.code,
+            run.stderr.trim()
+        ));
+    }
+    for line in run.stdout.lines() {
+        out.more(&format!("  {line}"));
+    }
+    out.say(&format!("HTML report: {}", display_path(&html)));
+    if let Some(png) = screenshot {
+        harness::screenshot(&html, png, 1000, 1400)?;
+        out.say(&format!("screenshot of it: {}", display_path(png)));
+    }
+    Ok(())
+}
+
+fn noisy_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/demo-noisy.yml")
+}
+
+/// The environment of one side: the simulator, Prometheus, the app and its window.
+fn noisy_env<'a>(
+    sim_url: &'a str,
+    prom_url: &'a str,
+    app: &'a str,
+    window: &'a str,
+) -> [(&'a str, &'a str); 7] {
+    [
+        ("FLY_FLAPS_BASE_URL", sim_url),
+        ("FLY_API_BASE_URL", sim_url),
+        ("FAS_API_TOKEN", TOKEN),
+        ("DEMO_PROMETHEUS_URL", prom_url),
+        ("DEMO_APP", app),
+        ("DEMO_WINDOW", window),
+        ("FAS_LOG_FORMAT", "text"),
+    ]
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The binary and Prometheus must be there; say how to get them instead of a panic.

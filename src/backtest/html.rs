@@ -9,7 +9,7 @@ use super::replay::Step;
 use super::report::metric_values;
 use super::{Backtest, GroupRuns};
 use crate::clock::{self, Stamp};
-use crate::config::GroupConfig;
+use crate::config::{self, DEFAULT_MAX_MACHINES, GroupConfig};
 use crate::duration::format_go;
 use crate::http::redact_url;
 
@@ -19,6 +19,8 @@ const LEFT: f64 = 56.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 14.0;
 const BOTTOM: f64 = 30.0;
+/// Ranges up to this long (ms) get time labels with seconds.
+const SECONDS_SHOWN_UP_TO: Stamp = 15 * 60 * 1000;
 /// Points per drawn line at most; longer series are reduced to their extremes per column.
 const COLUMNS: usize = 900;
 
@@ -57,6 +59,7 @@ pub fn render(b: &Backtest) -> String {
             label: name.clone(),
             color: METRIC,
             dashed: false,
+            stepped: false,
             points: values,
         };
         out.push_str(&chart(&format!("metric {name}"), &[line], None, t0, t1));
@@ -88,34 +91,19 @@ fn group(out: &mut String, b: &Backtest, g: &GroupRuns, t0: Stamp, t1: Stamp) {
         label: label.to_string(),
         color,
         dashed,
+        stepped: true,
         points: steps
             .iter()
             .map(|s| (s.t, Some(s.started as f64)))
             .collect(),
     };
+    // Drawn in this order: the configured run on top.
     let lines = [
-        Line {
-            label: "started target, min (raw)".to_string(),
-            color: TARGET,
-            dashed: true,
-            points: g
-                .configured
-                .steps
-                .iter()
-                .map(|s| (s.t, s.target.and_then(|t| t.started.min).map(f64::from)))
-                .collect(),
-        },
-        started(
-            &g.configured.steps,
-            "started (configured)",
-            CONFIGURED,
-            false,
-        ),
-        started(&g.baseline.steps, "started (baseline)", BASELINE, true),
         Line {
             label: "created (configured)".to_string(),
             color: CREATED,
             dashed: false,
+            stepped: true,
             points: g
                 .configured
                 .steps
@@ -123,6 +111,25 @@ fn group(out: &mut String, b: &Backtest, g: &GroupRuns, t0: Stamp, t1: Stamp) {
                 .map(|s| (s.t, Some(s.created as f64)))
                 .collect(),
         },
+        Line {
+            label: "started target, min (raw)".to_string(),
+            color: TARGET,
+            dashed: true,
+            stepped: true,
+            points: g
+                .configured
+                .steps
+                .iter()
+                .map(|s| (s.t, s.target.and_then(|t| t.started.min).map(f64::from)))
+                .collect(),
+        },
+        started(&g.baseline.steps, "started (baseline)", BASELINE, true),
+        started(
+            &g.configured.steps,
+            "started (configured)",
+            CONFIGURED,
+            false,
+        ),
     ];
     let band: Vec<(Stamp, Option<(f64, f64)>)> = g
         .configured
@@ -162,6 +169,19 @@ fn settings(out: &mut String, b: &Backtest) {
         c.app_name,
         format_go(c.interval)
     );
+    if c.max_machines != DEFAULT_MAX_MACHINES {
+        let _ = writeln!(text, "max-machines: {}", c.max_machines);
+    }
+    if c.time_offset != 0 {
+        let minutes = c.time_offset.abs() / 60;
+        let sign = if c.time_offset < 0 { '-' } else { '+' };
+        let _ = writeln!(
+            text,
+            "time-offset: \"{sign}{:02}:{:02}\"",
+            minutes / 60,
+            minutes % 60
+        );
+    }
     text.push_str("metric-collectors:\n");
     for m in &c.metric_collectors {
         let _ = writeln!(
@@ -173,20 +193,26 @@ fn settings(out: &mut String, b: &Backtest) {
             m.query
         );
     }
-    for (name, v) in &b.constants {
-        let _ = writeln!(text, "-set {name}={v}");
-    }
-    for g in &b.groups {
-        if b.labeled {
-            let _ = writeln!(text, "process group {:?}:", g.name);
+    if b.labeled {
+        text.push_str("process-groups:\n");
+        for g in &b.groups {
+            let _ = writeln!(text, "  {:?}:", g.name);
+            group_settings(&mut text, &g.config, "    ");
         }
-        group_settings(&mut text, &g.config);
+    } else if let Some(g) = b.groups.first() {
+        group_settings(&mut text, &g.config, "");
+    }
+    for (name, v) in &b.constants {
+        let _ = writeln!(text, "# -set {name}={v}: a constant for the whole replay");
     }
     out.push_str(&esc(&text));
     out.push_str("</pre>");
 }
 
-fn group_settings(text: &mut String, g: &GroupConfig) {
+/// A group's keys that differ from their defaults, one per line after `indent`.
+fn group_settings(text: &mut String, g: &GroupConfig, indent: &str) {
+    let count = |n: Option<u32>| n.map(|n| n.to_string()).unwrap_or_default();
+    let step = |s: Option<config::Step>| s.map(|s| s.to_string()).unwrap_or_default();
     let keys = [
         ("created-machine-count", g.created_machine_count.clone()),
         (
@@ -206,6 +232,7 @@ fn group_settings(text: &mut String, g: &GroupConfig) {
             "max-started-machine-count",
             g.max_started_machine_count.clone(),
         ),
+        ("initial-machine-state", g.initial_machine_state.clone()),
         (
             "scale-up-stabilization",
             format_go(g.scale_up_stabilization),
@@ -214,18 +241,18 @@ fn group_settings(text: &mut String, g: &GroupConfig) {
             "scale-down-stabilization",
             format_go(g.scale_down_stabilization),
         ),
-        (
-            "max-scale-up",
-            g.max_scale_up.map(|s| format!("{s:?}")).unwrap_or_default(),
-        ),
-        (
-            "max-scale-down",
-            g.max_scale_down
-                .map(|s| format!("{s:?}"))
-                .unwrap_or_default(),
-        ),
+        ("max-scale-up", step(g.max_scale_up)),
+        ("max-scale-down", step(g.max_scale_down)),
         ("cooldown", format_go(g.cooldown)),
         ("fallback-after", g.fallback_after.to_string()),
+        (
+            "fallback-started-machine-count",
+            count(g.fallback_started_machine_count),
+        ),
+        (
+            "fallback-created-machine-count",
+            count(g.fallback_created_machine_count),
+        ),
         ("stop-order", format!("{:?}", g.stop_order).to_lowercase()),
         (
             "scale-down-method",
@@ -233,9 +260,9 @@ fn group_settings(text: &mut String, g: &GroupConfig) {
         ),
     ];
     for (key, value) in keys {
-        let default = ["", "0s", "0", "id", "stop"].contains(&value.as_str());
+        let default = ["", "0s", "0", "id", "stop", "started"].contains(&value.as_str());
         if !default {
-            let _ = writeln!(text, "  {key}: {value}");
+            let _ = writeln!(text, "{indent}{key}: {value}");
         }
     }
 }
@@ -250,6 +277,8 @@ struct Line {
     label: String,
     color: &'static str,
     dashed: bool,
+    /// A count that holds until the next step (drawn as steps), not a sampled value.
+    stepped: bool,
     points: Vec<(Stamp, Option<f64>)>,
 }
 
@@ -281,7 +310,7 @@ fn chart(title: &str, lines: &[Line], band: Option<&Band>, t0: Stamp, t1: Stamp)
         );
         v += tick;
     }
-    // Time axis: five labels.
+    // Time axis: five labels, with seconds when the range is short enough to need them.
     for i in 0..=4 {
         let t = t0 + (t1 - t0) * i / 4;
         let c = clock::civil(t, 0);
@@ -290,15 +319,16 @@ fn chart(title: &str, lines: &[Line], band: Option<&Band>, t0: Stamp, t1: Stamp)
             4 => "end",
             _ => "middle",
         };
+        let label = if t1 - t0 <= SECONDS_SHOWN_UP_TO {
+            format!("{:02}:{:02}:{:02}", c.hour, c.minute, c.second)
+        } else {
+            format!("{:02}-{:02} {:02}:{:02}", c.month, c.day, c.hour, c.minute)
+        };
         let _ = write!(
             svg,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"{anchor}\">{:02}-{:02} {:02}:{:02}</text>",
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"{anchor}\">{label}</text>",
             x(t),
             HEIGHT - 10.0,
-            c.month,
-            c.day,
-            c.hour,
-            c.minute
         );
     }
     let _ = write!(
@@ -335,6 +365,10 @@ fn chart(title: &str, lines: &[Line], band: Option<&Band>, t0: Stamp, t1: Stamp)
         let mut pen_down = false;
         for (t, v) in reduce(&line.points) {
             match v {
+                // A count holds until the next step: across, then up or down.
+                Some(v) if pen_down && line.stepped => {
+                    let _ = write!(d, "H{:.1}V{:.1}", x(t), y(v));
+                }
                 Some(v) => {
                     let _ = write!(
                         d,
@@ -487,6 +521,46 @@ mod tests {
             reduced.iter().any(|p| p.1 == Some(99.0)),
             "the spike survives"
         );
+    }
+
+    #[test]
+    fn a_short_replay_has_seconds_steps_and_its_settings() {
+        use crate::collector::Grid;
+        use crate::config::{CollectorConfig, CollectorKind, Config, Step};
+        let mut config = Config {
+            app_name: "my-app".into(),
+            metric_collectors: vec![CollectorConfig {
+                kind: CollectorKind::Prometheus,
+                metric_name: "q".into(),
+                address: "http://user:secret@prometheus:9090".into(),
+                query: "sum(q)".into(),
+                ..CollectorConfig::default()
+            }],
+            ..Config::default()
+        };
+        config.group.started_machine_count = "q".into();
+        config.group.max_scale_up = Some(Step::Percent(50));
+        let groups = crate::reconcile::compile_groups(&config).unwrap();
+        let grid = Grid {
+            from: 1_795_850_879_000,
+            step_ms: 1000,
+            steps: 4,
+            metrics: vec!["q".into()],
+            values: vec![vec![Some(1.0), Some(3.0), Some(2.0), Some(2.0)]],
+        };
+        let opts = super::super::Options::default();
+        let page = render(&super::super::replay_all(&config, &groups, "my-app", grid, &opts));
+        assert!(page.contains(">07:27:59</text>"), "a 3 s range is labelled in seconds");
+        assert!(
+            page.contains("query: sum(q)\nstarted-machine-count: q\nmax-scale-up: 50%\n"),
+            "top level without process groups: {page}"
+        );
+        assert!(!page.contains("secret"), "{page}");
+        let started = page
+            .split("<path d=\"")
+            .find(|p| p.contains(CONFIGURED))
+            .unwrap();
+        assert!(started.starts_with("M56.0,") && started.contains('H') && started.contains('V'));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The backtest's reports: a text summary with a sparkline, JSON, and CSV.
 
 use std::io::{self, Write};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 use super::replay::{Run, Step, Summary};
 use super::{Backtest, Format, GroupRuns};
 use crate::clock;
+use crate::duration::format_go;
 use crate::plan::TargetCounts;
 
 pub fn write(b: &Backtest, format: Format, out: &mut dyn Write) -> io::Result<()> {
@@ -25,7 +27,8 @@ pub(super) fn rows(
     configured: &Summary,
     baseline: &Summary,
 ) -> Vec<(&'static str, String, String)> {
-    let hours = |s: f64| format!("{:.1}", s / 3600.0);
+    // Whole seconds as a Go duration: readable for a minute's replay and for a month's.
+    let time = |s: f64| format_go(Duration::from_secs(s.max(0.0).round() as u64));
     let n = |v: usize| v.to_string();
     vec![
         ("starts", n(configured.starts), n(baseline.starts)),
@@ -43,14 +46,14 @@ pub(super) fn rows(
             n(baseline.peak_started),
         ),
         (
-            "started machine-hours",
-            hours(configured.started_machine_seconds),
-            hours(baseline.started_machine_seconds),
+            "started machine-time",
+            time(configured.started_machine_seconds),
+            time(baseline.started_machine_seconds),
         ),
         (
-            "hours under target",
-            hours(configured.under_target_seconds),
-            hours(baseline.under_target_seconds),
+            "time under target",
+            time(configured.under_target_seconds),
+            time(baseline.under_target_seconds),
         ),
     ]
 }

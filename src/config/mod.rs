@@ -136,6 +136,16 @@ impl Step {
     }
 }
 
+impl fmt::Display for Step {
+    /// As written in the config: `4` or `50%`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Count(n) => write!(f, "{n}"),
+            Step::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
 /// `stop-order`: which started machines go first on scale-down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopOrder {

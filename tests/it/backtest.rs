@@ -3,7 +3,8 @@
 //! computed here from the series alone (the test's own model of Prometheus' lookback and of
 //! the Go rule "move to the target"), never by the crate's planner.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use flysim::harness::{self, History, Output, Prometheus, TempDir, free_port};
 use serde_json::Value;
@@ -508,19 +509,20 @@ fn csv_rows_and_the_text_sparkline() {
         "{}",
         out.stdout
     );
-    for label in [
-        "starts",
-        "stops",
-        "direction changes",
-        "started machine-hours",
-        "hours under target",
-    ] {
+    for label in ["starts", "stops", "direction changes", "time under target"] {
         assert!(
             out.stdout.lines().any(|l| l.starts_with(label)),
             "{label}: {}",
             out.stdout
         );
     }
+    // 0,1,2,3, 1,1,2,3, 1,1,2,3 started: 20 machine-steps of 15 s, in both runs.
+    let time = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("started machine-time"));
+    let time: Vec<&str> = time.unwrap().split_whitespace().collect();
+    assert_eq!(time[2..], ["5m0s", "5m0s"]);
     // The started count per step is 0,1,2,3, 1,1,2,3, …: one bar per step, the peak full.
     let spark = out
         .stdout
@@ -582,7 +584,6 @@ fn bad_input_is_one_line() {
 
 #[test]
 fn the_html_report_renders_in_a_real_browser() {
-    let chromium = harness::find_tool("CHROMIUM_BIN", "chromium");
     const STEPS: usize = 240;
     let t0 = first_step(STEPS);
     let queue: Vec<Option<f64>> = (0..STEPS)
@@ -620,29 +621,8 @@ fn the_html_report_renders_in_a_real_browser() {
         "self-contained: nothing to run or fetch"
     );
 
-    let profile = TempDir::new("chromium-profile");
     let shot = dir.path().join("report.png");
-    let browser = |extra: &[&str]| {
-        let profile = format!("--user-data-dir={}", profile.path().display());
-        let mut args = vec![
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            profile.as_str(),
-        ];
-        args.extend_from_slice(extra);
-        let url = format!("file://{html}");
-        args.push(&url);
-        harness::run(&chromium, &args, &[], Duration::from_secs(120))
-    };
-    let screenshot = format!("--screenshot={}", shot.display());
-    let out = browser(&[&screenshot, "--window-size=1000,1400"]);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    harness::screenshot(Path::new(&html), &shot, 1000, 1400).unwrap();
     let image = png::decode(&std::fs::read(&shot).expect("the screenshot is written"))
         .unwrap_or_else(|e| panic!("the screenshot is not a PNG we can read: {e}"));
     assert_eq!((image.width, image.height), (1000, 1400));
@@ -652,9 +632,7 @@ fn the_html_report_renders_in_a_real_browser() {
         "a chart page has text, lines and a band in several colours; the screenshot has {colours}"
     );
 
-    let out = browser(&["--dump-dom"]);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let dom = out.stdout;
+    let dom = harness::dump_dom(Path::new(&html)).unwrap();
     let charts = |title: &str| dom.matches(&format!("<figcaption>{title}")).count();
     assert_eq!(charts("metric q<"), 1, "{dom}");
     assert_eq!(charts("metric rps<"), 1);
