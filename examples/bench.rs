@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use flysim::harness::{
-    self, Daemon, MetricsEndpoint, PromStub, Prometheus, RUNNING_BILLING, TempDir, Temporal,
-    autoscaler_env, billing_env, log_field, tail, wait_until, with,
+    self, Daemon, History, MetricsEndpoint, PromStub, Prometheus, RUNNING_BILLING, TempDir,
+    Temporal, autoscaler_env, billing_env, log_field, tail, wait_until, with,
 };
 use flysim::{MachineSpec, Simulator};
 
@@ -41,6 +41,10 @@ struct Sizes {
     daemon_apps: usize,
     /// Runs of `version`, `eval` and of the bare query (medians reported).
     static_runs: usize,
+    /// Days of 15 s history the backtest replays.
+    backtest_days: usize,
+    /// Runs of each backtest (medians reported).
+    backtest_runs: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -51,6 +55,8 @@ const FULL: Sizes = Sizes {
     cycles: 10,
     daemon_apps: 1000,
     static_runs: 20,
+    backtest_days: 30,
+    backtest_runs: 5,
 };
 
 const QUICK: Sizes = Sizes {
@@ -61,6 +67,8 @@ const QUICK: Sizes = Sizes {
     cycles: 3,
     daemon_apps: 100,
     static_runs: 5,
+    backtest_days: 3,
+    backtest_runs: 1,
 };
 
 /// One line of the table.
@@ -89,17 +97,22 @@ fn progress(msg: &str) {
 
 fn main() -> ExitCode {
     let mut quick = false;
-    for arg in std::env::args().skip(1) {
+    let mut only = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--only" if only.is_none() => only = args.next(),
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick]\n\nEnvironment: FAS_STATIC_BIN = path of the static musl binary (optional)."
+                    "usage: bench [--quick] [--only SECTION]\n\n--only runs the sections whose name contains SECTION (e.g. backtest).\nEnvironment: FAS_STATIC_BIN = path of the static musl binary (optional)."
                 );
                 return ExitCode::SUCCESS;
             }
             other => {
-                eprintln!("bench: unknown argument {other:?} (usage: bench [--quick])");
+                eprintln!(
+                    "bench: unknown argument {other:?} (usage: bench [--quick] [--only SECTION])"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -125,14 +138,18 @@ fn main() -> ExitCode {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut broken = false;
-    let sections: [(&str, Section); 5] = [
+    let sections: [(&str, Section); 6] = [
         ("bulk start", bulk_start_rows),
         ("wildcard apps", wildcard_rows),
         ("serve memory and CPU", daemon_rows),
         ("static binary", static_rows),
         ("temporal: gRPC vs HTTP API", temporal_rows),
+        ("backtest", backtest_rows),
     ];
-    for (name, section) in sections {
+    let chosen = sections
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| name.contains(o)));
+    for (name, section) in chosen {
         progress(&format!("== {name}"));
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| section(sizes))) {
             Ok(mut r) => rows.append(&mut r),
@@ -947,6 +964,200 @@ fn temporal_rows(sizes: &Sizes) -> Vec<Row> {
     ]
 }
 
+// ---------------------------------------------------------------------------------------------
+// 7. Backtest: a month of history, fetched from a real Prometheus and replayed
+// ---------------------------------------------------------------------------------------------
+
+const BACKTEST_STEP: i64 = 15;
+
+/// The replayed config: two metrics, and every scale control that keeps state at work.
+const BACKTEST_CONFIG: &str = r#"app-name: bench
+interval: 15s
+concurrency: CONCURRENCY
+verbose: true
+log-format: text
+min-started-machine-count: ceil(queue_depth / 10) + ceil(http_rps / 100)
+max-started-machine-count: ceil(queue_depth / 10) + ceil(http_rps / 100) + 1
+scale-down-stabilization: 5m
+max-scale-up: 4
+cooldown: 1m
+metric-collectors:
+  - type: prometheus
+    metric-name: queue_depth
+    address: "PROMETHEUS"
+    query: 'sum(queue_depth{app="$APP_NAME"})'
+  - type: prometheus
+    metric-name: http_rps
+    address: "PROMETHEUS"
+    query: 'sum(http_rps{app="$APP_NAME"})'
+"#;
+
+/// A day's cycle plus noise (a fixed pseudo-random sequence): the planner acts often.
+fn bench_history(t0: i64, steps: usize) -> History {
+    let mut seed: u64 = 12345;
+    let mut noise = move || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+    };
+    let mut history = History::new();
+    for (name, base, swing, spread, phase) in [
+        ("queue_depth", 40.0, 35.0, 30.0, 0.0),
+        ("http_rps", 300.0, 250.0, 200.0, 1.0),
+    ] {
+        let samples: Vec<(f64, Option<f64>)> = (0..steps as i64)
+            .map(|k| {
+                let t = t0 + BACKTEST_STEP * k - 5;
+                let day = (t % 86_400) as f64 / 86_400.0;
+                let v =
+                    base + swing * (std::f64::consts::TAU * day + phase).sin() + spread * noise();
+                (t as f64, Some(v.max(0.0).round()))
+            })
+            .collect();
+        history.gauge(name, &[("app", "bench")], samples);
+    }
+    history
+}
+
+/// `took_ms` and `cpu_ms` of the backtest's debug line starting with `message`.
+fn phase(stderr: &str, message: &str) -> (Duration, Option<Duration>) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&format!("DEBUG {message}")))
+        .unwrap_or_else(|| panic!("no {message:?} line in:\n{}", tail(stderr, 10)));
+    let field = |key| {
+        log_field(line, key)
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+    };
+    (field("took_ms").expect("took_ms"), field("cpu_ms"))
+}
+
+fn backtest_rows(sizes: &Sizes) -> Vec<Row> {
+    let days = sizes.backtest_days;
+    let steps = days * 86_400 / BACKTEST_STEP as usize;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    let t0 = (now - 600) / BACKTEST_STEP * BACKTEST_STEP - BACKTEST_STEP * (steps as i64 - 1);
+    progress(&format!(
+        "backtest: writing {days} days of two metrics with promtool"
+    ));
+    let history = bench_history(t0, steps);
+    let written = Instant::now();
+    let prometheus = Prometheus::start_with_history(&[], &history);
+    let backfill = written.elapsed();
+    let dir = TempDir::new("bench-backtest");
+    let (from, to) = (
+        t0.to_string(),
+        (t0 + BACKTEST_STEP * (steps as i64 - 1)).to_string(),
+    );
+    let label = format!("7. Backtest, {days} days at 15 s ({steps} steps), 2 metrics");
+    let mut rows = vec![row(
+        format!("{label}: history written (promtool) and Prometheus ready"),
+        format!("{:.1} s ({} samples)", backfill.as_secs_f64(), 2 * steps),
+        "— (set-up, not the autoscaler)",
+        "info",
+    )];
+    let write_config = |concurrency: usize| {
+        let config = BACKTEST_CONFIG
+            .replace("PROMETHEUS", &prometheus.url())
+            .replace("CONCURRENCY", &concurrency.to_string());
+        dir.write("bench.yml", &config).display().to_string()
+    };
+    for concurrency in [1, 4] {
+        let path = write_config(concurrency);
+        let args = [
+            "backtest",
+            "-config",
+            &path,
+            "-from",
+            &from,
+            "-to",
+            &to,
+            "-machines",
+            "20",
+        ];
+        progress(&format!(
+            "backtest: {} runs, concurrency {concurrency}",
+            sizes.backtest_runs
+        ));
+        let (mut fetch, mut replay, mut cpu, mut wall) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..sizes.backtest_runs {
+            let r = harness::run(binary(), &args, &[], Duration::from_secs(300));
+            assert_eq!(r.code, Some(0), "backtest failed: {}", r.stderr);
+            assert!(
+                r.stdout
+                    .contains(&format!("{steps} steps of 15s (0 with a missing metric)")),
+                "{}",
+                r.stdout
+            );
+            fetch.push(phase(&r.stderr, "history fetched").0);
+            let (took, on_cpu) = phase(&r.stderr, "replayed");
+            replay.push(took);
+            cpu.extend(on_cpu);
+            wall.push(r.wall);
+        }
+        let runs = sizes.backtest_runs;
+        let queries = 2 * steps.div_ceil(10_000);
+        rows.push(row(
+            format!("{label}: history fetch, {queries} range queries, concurrency {concurrency} (median of {runs})"),
+            format!("{:.0} ms", ms(median(&mut fetch))),
+            "— (Prometheus' own work and JSON)",
+            "info",
+        ));
+        if concurrency == 1 {
+            let took = median(&mut replay);
+            let on_cpu = if cpu.is_empty() {
+                "CPU n/a".to_string()
+            } else {
+                format!("{:.0} ms on CPU", ms(median(&mut cpu)))
+            };
+            rows.push(row(
+                format!("{label}: replay, expressions + scale controls + plan, configured and baseline (median of {runs})"),
+                format!("{:.0} ms ({on_cpu})", ms(took)),
+                "≤ 1 s",
+                pass(took <= Duration::from_secs(1)),
+            ));
+        }
+        rows.push(row(
+            format!(
+                "{label}: whole command, text report, concurrency {concurrency} (median of {runs})"
+            ),
+            format!("{:.2} s", median(&mut wall).as_secs_f64()),
+            "— (no budget)",
+            "info",
+        ));
+    }
+    let gnu_time = gnu_time();
+    let path = write_config(1);
+    for format in ["text", "json"] {
+        let args = [
+            "backtest",
+            "-config",
+            &path,
+            "-from",
+            &from,
+            "-to",
+            &to,
+            "-machines",
+            "20",
+            "-format",
+            format,
+        ];
+        rows.push(peak_rss_row(
+            &format!("{label}: peak RSS, -format {format}"),
+            gnu_time.as_ref(),
+            "n/a (GNU time missing: `apt-get install time`)",
+            |t| peak_rss_kb(t, &binary(), &args, &[], 1),
+        ));
+    }
+    rows
+}
+
 fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
     let headers = ["Measurement", "Value", "Floor / budget", "Ratio / verdict"];
     let cells: Vec<[&str; 4]> = rows
@@ -1025,6 +1236,19 @@ fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
              so each pays its connection set-up (TCP + HTTP/2 preface and SETTINGS, or TCP + \
              HTTP/1.1).",
             n = sizes.static_runs
+        ),
+        format!(
+            "7. {days} days of two metrics every 15 s (a daily cycle plus fixed pseudo-random \
+             noise) written with `promtool tsdb create-blocks-from openmetrics` into a real \
+             Prometheus' data dir before it starts (retention 10 years). `backtest` of the \
+             release binary with `verbose: true`: fetch and replay times are its own debug \
+             lines (`history fetched`, `replayed` with `took_ms` and the thread's CPU time \
+             `cpu_ms`), so the replay is timed from the history on the grid to both runs \
+             (configured and baseline) finished, without the fetch or the report; median of {n}. \
+             The config uses scale-down-stabilization 5m, max-scale-up 4 and cooldown 1m; \
+             20 machines. Wall is `Instant` from spawn to exit.",
+            days = sizes.backtest_days,
+            n = sizes.backtest_runs
         ),
     ];
     println!("How each number was measured:");

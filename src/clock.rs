@@ -118,15 +118,18 @@ pub fn parse_rfc3339(s: &str) -> Option<Stamp> {
     Some(secs * 1000 + millis)
 }
 
+/// The time variables of `at`, in [`TIME_VARIABLES`] order.
+pub fn time_variables(at: Stamp, offset_secs: i32) -> [(&'static str, f64); 5] {
+    let c = civil(at, offset_secs);
+    let values = [c.hour, c.minute, c.weekday, c.day, c.month];
+    std::array::from_fn(|i| (TIME_VARIABLES[i], f64::from(values[i])))
+}
+
 /// Adds the time variables of `at` to a cycle's metric values; a metric with the same name
 /// keeps its value (as in the Go program, which has no such variables).
 pub fn add_time_variables(metrics: &mut MetricValues, at: Stamp, offset_secs: i32) {
-    let c = civil(at, offset_secs);
-    for (name, value) in TIME_VARIABLES
-        .into_iter()
-        .zip([c.hour, c.minute, c.weekday, c.day, c.month])
-    {
-        metrics.entry(name.to_string()).or_insert(f64::from(value));
+    for (name, value) in time_variables(at, offset_secs) {
+        metrics.entry(name.to_string()).or_insert(value);
     }
 }
 

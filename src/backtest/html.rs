@@ -549,8 +549,13 @@ mod tests {
             values: vec![vec![Some(1.0), Some(3.0), Some(2.0), Some(2.0)]],
         };
         let opts = super::super::Options::default();
-        let page = render(&super::super::replay_all(&config, &groups, "my-app", grid, &opts));
-        assert!(page.contains(">07:27:59</text>"), "a 3 s range is labelled in seconds");
+        let page = render(&super::super::replay_all(
+            &config, &groups, "my-app", grid, &opts,
+        ));
+        assert!(
+            page.contains(">07:27:59</text>"),
+            "a 3 s range is labelled in seconds"
+        );
         assert!(
             page.contains("query: sum(q)\nstarted-machine-count: q\nmax-scale-up: 50%\n"),
             "top level without process groups: {page}"

@@ -7,8 +7,9 @@ mod html;
 mod replay;
 mod report;
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::clock::{self, Stamp};
 use crate::collector::{self, Collector, Grid, HistoryError};
@@ -157,6 +158,8 @@ pub struct Backtest {
 
 pub fn run(opts: &Options) -> Result<(), String> {
     let config = Config::load(opts.config.as_deref(), &process_env).map_err(|e| e.to_string())?;
+    // Warnings (Prometheus' own) on stderr; with `verbose`, how long each phase took.
+    crate::logging::init(config.log_format, config.verbose);
     let groups = compile_groups(&config)?;
     let collectors = collector::build(&config.metric_collectors)?;
     let app = match &opts.app {
@@ -203,6 +206,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
         .map(|c| c.as_ref())
         .filter(|c| !opts.set.iter().any(|(name, _)| name == c.metric_name()))
         .collect();
+    let fetching = Instant::now();
     let grid = collector::fetch_grid(
         &fetched,
         &app,
@@ -218,15 +222,35 @@ pub fn run(opts: &Options) -> Result<(), String> {
         ),
         HistoryError::Source(e) => format!("cannot read history: {e}"),
     })?;
+    log::debug!(steps = grid.steps(), metrics = fetched.len(),
+        range_queries = fetched.len() * collector::range_chunks(from, to, step).len(),
+        took_ms = fetching.elapsed().as_millis() as u64; "history fetched");
+    let (replaying, cpu) = (Instant::now(), thread_cpu());
     let backtest = replay_all(&config, &groups, &app, grid, opts);
-    let mut out = std::io::stdout().lock();
+    let cpu_ms = cpu
+        .zip(thread_cpu())
+        .map(|(before, after)| after.saturating_sub(before).as_millis() as u64);
+    log::debug!(steps = backtest.grid.steps(), groups = backtest.groups.len(),
+        took_ms = replaying.elapsed().as_millis() as u64, cpu_ms;
+        "replayed: expressions, scale controls and plan at every step, configured and baseline");
+    let writing = Instant::now();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     report::write(&backtest, opts.format, &mut out)
+        .and_then(|()| out.flush())
         .map_err(|e| format!("cannot write the report: {e}"))?;
     if let Some(path) = &opts.html {
         std::fs::write(path, html::render(&backtest))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
+    log::debug!(took_ms = writing.elapsed().as_millis() as u64; "report written");
     Ok(())
+}
+
+/// This thread's CPU time so far (Linux): on a busy machine, wall time alone says little.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 /// Both runs of every group (pure: the history is already fetched).
@@ -239,7 +263,7 @@ pub fn replay_all(
 ) -> Backtest {
     let constants = opts.set.clone();
     let failed_steps = (0..grid.steps())
-        .filter(|k| replay::metrics_at(&grid, &constants, *k).is_none())
+        .filter(|k| replay::failed_at(&grid, *k))
         .count();
     let runs = config
         .groups()
@@ -248,7 +272,7 @@ pub fn replay_all(
         .map(|((name, group), (_, targets))| {
             let created = opts
                 .machines
-                .unwrap_or_else(|| first_created(&grid, &constants, targets))
+                .unwrap_or_else(|| first_created(&grid, &constants, config.time_offset, targets))
                 .min(config.max_machines);
             let scenario = |controls| replay::Scenario {
                 group: name,
@@ -280,16 +304,18 @@ pub fn replay_all(
 }
 
 /// The fleet's size at the start: the lowest created bound at the first step, else 1.
-fn first_created(grid: &Grid, constants: &[(String, f64)], targets: &TargetExprs) -> usize {
-    let Some(mut metrics) = (grid.steps() > 0)
-        .then(|| replay::metrics_at(grid, constants, 0))
-        .flatten()
-    else {
+fn first_created(
+    grid: &Grid,
+    constants: &[(String, f64)],
+    time_offset: i32,
+    targets: &TargetExprs,
+) -> usize {
+    let mut metrics = replay::StepMetrics::new(grid, constants, time_offset);
+    let Some(metrics) = (grid.steps() > 0).then(|| metrics.at(0)).flatten() else {
         return 1;
     };
-    clock::add_time_variables(&mut metrics, grid.time(0), 0);
     targets
-        .evaluate(&metrics)
+        .evaluate(metrics)
         .ok()
         .and_then(|t| t.created.min.or(t.created.max))
         .map_or(1, |n| n as usize)

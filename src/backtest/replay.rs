@@ -61,16 +61,56 @@ pub struct Run {
     pub steps: Vec<Step>,
 }
 
-/// The metrics of step `k` (history, then constants), or `None` when one has no sample.
-pub fn metrics_at(grid: &Grid, constants: &[(String, f64)], k: usize) -> Option<MetricValues> {
-    let mut metrics = MetricValues::new();
-    for (name, row) in grid.metrics.iter().zip(&grid.values) {
-        metrics.insert(name.clone(), row[k]?);
+/// The values expressions see at each step (history, constants, time variables), kept in one
+/// map updated in place: a replay evaluates hundreds of thousands of steps, and building a
+/// map per step was most of its time.
+pub struct StepMetrics<'a> {
+    grid: &'a Grid,
+    values: MetricValues,
+    time_offset: i32,
+    /// Time variables no metric shadows (a metric with such a name keeps its value).
+    time_variables: [bool; 5],
+}
+
+impl<'a> StepMetrics<'a> {
+    pub fn new(grid: &'a Grid, constants: &[(String, f64)], time_offset: i32) -> StepMetrics<'a> {
+        let mut values: MetricValues = grid.metrics.iter().map(|n| (n.clone(), 0.0)).collect();
+        values.extend(constants.iter().cloned());
+        let time_variables = clock::TIME_VARIABLES.map(|name| !values.contains_key(name));
+        for (name, shown) in clock::TIME_VARIABLES.iter().zip(time_variables) {
+            if shown {
+                values.insert(name.to_string(), 0.0);
+            }
+        }
+        StepMetrics {
+            grid,
+            values,
+            time_offset,
+            time_variables,
+        }
     }
-    for (name, value) in constants {
-        metrics.insert(name.clone(), *value);
+
+    /// The values at step `k`, or `None` when a metric has no sample there.
+    pub fn at(&mut self, k: usize) -> Option<&MetricValues> {
+        for (name, row) in self.grid.metrics.iter().zip(&self.grid.values) {
+            let value = row[k]?;
+            if let Some(slot) = self.values.get_mut(name) {
+                *slot = value;
+            }
+        }
+        let now = clock::time_variables(self.grid.time(k), self.time_offset);
+        for ((name, value), shown) in now.into_iter().zip(self.time_variables) {
+            if let Some(slot) = self.values.get_mut(name).filter(|_| shown) {
+                *slot = value;
+            }
+        }
+        Some(&self.values)
     }
-    Some(metrics)
+}
+
+/// Whether a metric has no sample at step `k` (a failed collection).
+pub fn failed_at(grid: &Grid, k: usize) -> bool {
+    grid.values.iter().any(|row| row[k].is_none())
 }
 
 /// Replays `scenario` over every step of `grid`.
@@ -107,19 +147,18 @@ pub fn replay(grid: &Grid, constants: &[(String, f64)], s: &Scenario) -> Run {
     let step_seconds = grid.step_ms as f64 / 1000.0;
     let limit = u32::try_from(s.max_machines).unwrap_or(u32::MAX);
     let mut steps = Vec::with_capacity(grid.steps());
+    let mut metrics = StepMetrics::new(grid, constants, s.time_offset);
     for k in 0..grid.steps() {
         let t = grid.time(k);
-        let raw = match metrics_at(grid, constants, k) {
-            Some(mut metrics) => {
-                clock::add_time_variables(&mut metrics, t, s.time_offset);
-                s.targets
-                    .evaluate(&metrics)
-                    .map(|mut targets| {
-                        targets.clamp_to(limit);
-                        targets
-                    })
-                    .map_err(|e| e.to_string())
-            }
+        let raw = match metrics.at(k) {
+            Some(metrics) => s
+                .targets
+                .evaluate(metrics)
+                .map(|mut targets| {
+                    targets.clamp_to(limit);
+                    targets
+                })
+                .map_err(|e| e.to_string()),
             None => Err("a metric has no sample".to_string()),
         };
         let decided =
@@ -337,6 +376,36 @@ mod tests {
         // 6 wanted, only 4 machines exist: two steps under target.
         assert_eq!(run.summary.under_target_seconds, 30.0);
         assert_eq!(run.summary.peak_started, 4);
+    }
+
+    #[test]
+    fn step_metrics_are_updated_in_place_with_the_step_time() {
+        let mut g = grid(&[Some(1.0), None, Some(3.0)]);
+        g.from = 1_795_850_879_000; // 2026-11-28 07:27:59 UTC, a Saturday
+        g.step_ms = 3_600_000;
+        g.metrics.push("hour".into());
+        g.values.push(vec![Some(42.0); 3]);
+        let constants = [("w".to_string(), 2.0)];
+        let mut m = StepMetrics::new(&g, &constants, -5 * 3600);
+        let at0 = m.at(0).unwrap().clone();
+        assert_eq!(
+            (at0["q"], at0["w"], at0["hour"]),
+            (1.0, 2.0, 42.0),
+            "the metric wins"
+        );
+        assert_eq!(
+            (at0["minute"], at0["weekday"], at0["day"]),
+            (27.0, 6.0, 28.0)
+        );
+        assert!(m.at(1).is_none());
+        assert!(failed_at(&g, 1) && !failed_at(&g, 2));
+        let at2 = m.at(2).unwrap();
+        assert_eq!((at2["q"], at2["day"], at2["hour"]), (3.0, 28.0, 42.0));
+        assert_eq!(
+            at2.len(),
+            7,
+            "q, hour, w and four time variables, nothing added per step"
+        );
     }
 
     #[test]

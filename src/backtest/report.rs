@@ -15,7 +15,7 @@ pub fn write(b: &Backtest, format: Format, out: &mut dyn Write) -> io::Result<()
     match format {
         Format::Text => text(b, out),
         Format::Json => {
-            serde_json::to_writer(&mut *out, &json_report(b)).map_err(io::Error::other)?;
+            json_report(b, &mut *out)?;
             writeln!(out)
         }
         Format::Csv => csv(b, out),
@@ -115,44 +115,50 @@ pub fn sparkline(steps: &[Step], width: usize) -> String {
     format!("{line} (0..{peak})")
 }
 
-fn json_report(b: &Backtest) -> Value {
+/// The JSON report, written as it goes: one step's object at a time, so a month of steps
+/// never sits in memory as a JSON tree (that took a gigabyte for 172,800 steps).
+fn json_report(b: &Backtest, out: &mut dyn Write) -> io::Result<()> {
     let steps = b.grid.steps();
-    let mut top = Map::new();
-    top.insert("app".into(), json!(b.app));
-    top.insert("from".into(), json!(clock::rfc3339(b.grid.from)));
-    top.insert(
-        "to".into(),
-        json!(clock::rfc3339(b.grid.time(steps.saturating_sub(1)))),
-    );
-    top.insert("step_seconds".into(), json!(b.grid.step_ms as f64 / 1000.0));
-    top.insert("steps".into(), json!(steps));
-    top.insert("failed_steps".into(), json!(b.failed_steps));
+    fn field(out: &mut dyn Write, name: &str, value: &impl serde::Serialize) -> io::Result<()> {
+        write!(out, ",\"{name}\":")?;
+        serde_json::to_writer(&mut *out, value).map_err(io::Error::other)
+    }
+    write!(out, "{{\"app\":")?;
+    serde_json::to_writer(&mut *out, &b.app).map_err(io::Error::other)?;
+    field(out, "from", &json!(clock::rfc3339(b.grid.from)))?;
+    field(
+        out,
+        "to",
+        &json!(clock::rfc3339(b.grid.time(steps.saturating_sub(1)))),
+    )?;
+    field(out, "step_seconds", &json!(b.grid.step_ms as f64 / 1000.0))?;
+    field(out, "steps", &json!(steps))?;
+    field(out, "failed_steps", &json!(b.failed_steps))?;
     if b.labeled {
         let total = |pick: fn(&GroupRuns) -> &Run| total(b.groups.iter().map(pick));
-        top.insert("summary".into(), json!(total(|g| &g.configured)));
-        top.insert("baseline".into(), json!(total(|g| &g.baseline)));
-        top.insert("series".into(), Value::Array(series(b, None)));
-        let groups: Map<String, Value> = b
-            .groups
-            .iter()
-            .map(|g| {
-                (
-                    g.name.clone(),
-                    json!({
-                        "summary": g.configured.summary,
-                        "baseline": g.baseline.summary,
-                        "series": series(b, Some(g)),
-                    }),
-                )
-            })
-            .collect();
-        top.insert("groups".into(), Value::Object(groups));
+        field(out, "summary", &total(|g| &g.configured))?;
+        field(out, "baseline", &total(|g| &g.baseline))?;
+        out.write_all(b",\"series\":")?;
+        series(b, None, out)?;
+        out.write_all(b",\"groups\":{")?;
+        for (i, g) in b.groups.iter().enumerate() {
+            let name = serde_json::to_string(&g.name).map_err(io::Error::other)?;
+            write!(out, "{}{name}:{{", if i == 0 { "" } else { "," })?;
+            write!(out, "\"summary\":")?;
+            serde_json::to_writer(&mut *out, &g.configured.summary).map_err(io::Error::other)?;
+            field(out, "baseline", &g.baseline.summary)?;
+            out.write_all(b",\"series\":")?;
+            series(b, Some(g), out)?;
+            out.write_all(b"}")?;
+        }
+        out.write_all(b"}")?;
     } else if let Some(g) = b.groups.first() {
-        top.insert("summary".into(), json!(g.configured.summary));
-        top.insert("baseline".into(), json!(g.baseline.summary));
-        top.insert("series".into(), Value::Array(series(b, Some(g))));
+        field(out, "summary", &g.configured.summary)?;
+        field(out, "baseline", &g.baseline.summary)?;
+        out.write_all(b",\"series\":")?;
+        series(b, Some(g), out)?;
     }
-    Value::Object(top)
+    out.write_all(b"}")
 }
 
 /// Several groups' summaries as one: counts and times add up, the peak is the peak of the
@@ -182,10 +188,11 @@ fn total<'a>(runs: impl Iterator<Item = &'a Run> + Clone) -> Summary {
     sum
 }
 
-/// One object per step; `None`: every group summed, without targets.
-fn series(b: &Backtest, group: Option<&GroupRuns>) -> Vec<Value> {
-    (0..b.grid.steps())
-        .map(|k| {
+/// One object per step, as a JSON array; `None`: every group summed, without targets.
+fn series(b: &Backtest, group: Option<&GroupRuns>, out: &mut dyn Write) -> io::Result<()> {
+    out.write_all(b"[")?;
+    for k in 0..b.grid.steps() {
+        let step = {
             let metrics: Map<String, Value> = metric_values(b, k)
                 .into_iter()
                 .map(|(name, v)| (name, v.map_or(Value::Null, |v| json!(v))))
@@ -221,8 +228,13 @@ fn series(b: &Backtest, group: Option<&GroupRuns>) -> Vec<Value> {
                 }
             }
             Value::Object(step)
-        })
-        .collect()
+        };
+        if k > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, &step).map_err(io::Error::other)?;
+    }
+    out.write_all(b"]")
 }
 
 /// The metrics of step `k`, in collector order: history (or `None`), then constants.

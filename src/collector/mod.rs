@@ -7,7 +7,7 @@ mod temporal;
 use std::fmt;
 use std::time::Duration;
 
-pub use history::{Grid, HistoryError, fetch_grid};
+pub use history::{Grid, HistoryError, fetch_grid, range_chunks};
 pub use prometheus::PrometheusClient;
 use prometheus::PrometheusCollector;
 

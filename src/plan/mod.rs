@@ -247,7 +247,17 @@ struct Managed<'a> {
 /// Decides the single action of this cycle.
 pub fn plan(targets: &TargetCounts, machines: &[Machine], policy: &Policy) -> Plan {
     let (managed, skipped) = managed(machines, policy);
-    let current = count(&managed);
+    plan_managed(targets, &managed, skipped, policy)
+}
+
+/// [`plan`] on the group's machines, already picked out.
+fn plan_managed(
+    targets: &TargetCounts,
+    managed: &[Managed],
+    skipped: Skipped,
+    policy: &Policy,
+) -> Plan {
+    let current = count(managed);
     let stable = |state: Stable| {
         managed
             .iter()
@@ -385,9 +395,10 @@ pub fn decide_and_plan<E>(
     machines: &[Machine],
     policy: &Policy,
 ) -> Result<(Decision, Plan), E> {
-    let current = count(&managed(machines, policy).0);
+    let (managed, skipped) = managed(machines, policy);
+    let current = count(&managed);
     let mut decision = controls::decide(controls, memory, now, raw, &current)?;
-    let plan = plan(&decision.effective, machines, policy);
+    let plan = plan_managed(&decision.effective, &managed, skipped, policy);
     decision.held.extend(plan.limited_by);
     Ok((decision, plan))
 }
@@ -420,8 +431,8 @@ fn below(count: usize, max: Option<u32>) -> Option<usize> {
 /// The group's machines that count, each id once, with what the others were skipped for.
 fn managed<'a>(machines: &'a [Machine], policy: &Policy) -> (Vec<Managed<'a>>, Skipped) {
     let mut skipped = Skipped::default();
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut managed = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(machines.len());
+    let mut managed = Vec::with_capacity(machines.len());
     for machine in machines {
         if machine.host_status != "ok" || machine.process_group != policy.process_group {
             continue;
