@@ -65,6 +65,8 @@ pub struct AppState {
     groups: Vec<GroupState>,
     /// Whether the stabilization windows were filled from history.
     prefilled: bool,
+    /// Whether a refused suspend was warned about (once per app).
+    suspend_refused: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -337,7 +339,7 @@ impl Reconciler {
             }
         }
         let permits = Permits::new(self.action_concurrency);
-        let suspend_refused = Mutex::new(false);
+        let suspend_refused = &state.suspend_refused;
         let tallies: Vec<Tally> = std::thread::scope(|s| {
             let runs: Vec<_> = self
                 .groups
@@ -355,7 +357,7 @@ impl Reconciler {
                         deadline,
                         permits: &permits,
                         machines: &machines,
-                        suspend_refused: &suspend_refused,
+                        suspend_refused,
                     };
                     Some(s.spawn(move || apply.run(&p.plan.action, p.plan.shortfall())))
                 })

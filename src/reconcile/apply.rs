@@ -2,6 +2,7 @@
 //! isolation, and read-back of operations whose outcome is unknown. It decides nothing, except
 //! that a machine whose state is unknown is never replaced by another one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use super::platform::{Change, Platform};
@@ -79,8 +80,8 @@ pub(super) struct Apply<'a> {
     pub permits: &'a Permits,
     /// The listed machines (for the region of a destroyed machine).
     pub machines: &'a [Machine],
-    /// Set when a refused suspend was replaced by a stop (warned once per group).
-    pub suspend_refused: &'a Mutex<bool>,
+    /// Set when a refused suspend was replaced by a stop (warned once per app).
+    pub suspend_refused: &'a AtomicBool,
 }
 
 impl Apply<'_> {
@@ -180,13 +181,10 @@ impl Apply<'_> {
             Ok(()) => Done::Yes,
             Err(e) if e.is_refused() => match self.platform.get(app, id, self.deadline) {
                 Ok(m) if m.state == "started" => {
-                    let mut warned = lock(self.suspend_refused);
-                    if !*warned {
+                    if !self.suspend_refused.swap(true, Ordering::Relaxed) {
                         log::warn!(app, process_group = group, id, err:% = e;
                             "suspend refused, stopping instead (warned once)");
-                        *warned = true;
                     }
-                    drop(warned);
                     self.count(Change::Suspend, id, Done::No);
                     return self.change(Change::Stop, id);
                 }

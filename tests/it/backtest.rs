@@ -532,13 +532,34 @@ fn csv_rows_and_the_text_sparkline() {
     assert_eq!(spark, "▁▃▆█▃▃▆█▃▃▆█ (0..3)");
 }
 
+/// The time variables take each step's time, in `time-offset`; every metric a constant, so
+/// no Prometheus is needed.
+#[test]
+fn time_variables_take_the_step_time() {
+    let dir = TempDir::new("backtest");
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let keys = "time-offset: \"+05:30\"\nstarted-machine-count: hour + q\nmax-machines: 30\n";
+    let config = config(&dir, &unreachable, "app", "", keys);
+    let t0 = first_step(1) / 3600 * 3600 + 60;
+    let base = [replay(&config, t0, 7), vec!["-step".into(), "1h".into()]].concat();
+    let report = json_of(&backtest(
+        &base,
+        &["-set", "q=1", "-machines", "30", "-format", "json"],
+    ));
+    for (k, step) in report["series"].as_array().unwrap().iter().enumerate() {
+        let local = t0 + 3600 * k as i64 + 19_800;
+        let hour = support::date(local, "%H").parse::<u64>().unwrap();
+        assert_eq!(
+            step["target"]["started"]["min"],
+            hour + 1,
+            "step {k}: {step}"
+        );
+    }
+}
+
 /// `2026-11-28T07:27:59.000Z`, from `date` (not the crate's clock).
 fn rfc3339(t: i64) -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%S.000Z"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    support::date(t, "%Y-%m-%dT%H:%M:%S.000Z")
 }
 
 #[test]

@@ -387,6 +387,43 @@ fn suspend_and_a_refused_suspend() {
     assert_eq!(resumed, [ids[1].clone(), ids[2].clone()]);
 }
 
+/// A platform that refuses every suspend is warned about once per app, not every cycle.
+#[test]
+fn a_refused_suspend_is_warned_about_once_per_app() {
+    let sim = Simulator::start();
+    seed(&sim, "refuse", &["started"; 3]);
+    sim.inject(FaultRule::new(
+        Some("POST"),
+        Some("/suspend"),
+        100,
+        Fault::status(400, r#"{"error":"machine cannot be suspended"}"#),
+    ));
+    let live = Live::start(&[("q", "refuse", 3.0)]);
+    let s = serve(
+        &sim,
+        &live.prom,
+        "refuse",
+        &[("FAS_SCALE_DOWN_METHOD", "suspend")],
+    );
+    for (value, cycle) in [(2.0, 1), (1.0, 2)] {
+        live.set("q", "refuse", value);
+        s.wait_for(
+            &format!("stop {cycle}"),
+            || sim.count("refuse", "stopped") == cycle,
+            SETTLE,
+        );
+    }
+    let requests = sim.requests();
+    assert_eq!(posted(&requests, "refuse", "suspend").len(), 2);
+    assert_eq!(posted(&requests, "refuse", "stop").len(), 2);
+    let log = s.daemon.stderr();
+    assert_eq!(
+        log.matches("suspend refused, stopping instead").count(),
+        1,
+        "{log}"
+    );
+}
+
 #[test]
 fn stop_priority_query_stops_the_least_loaded_first() {
     let sim = Simulator::start();
@@ -505,17 +542,46 @@ fn once_prefills_the_window_from_history_so_a_short_dip_stops_nothing() {
     assert_eq!(sim.count("dip", "started"), 1);
 }
 
-/// `date -u -d @<t> +<format>`, independent of the crate's calendar.
+/// A source without history (Temporal): the window starts empty, said once per process.
+#[test]
+fn without_history_the_window_fills_as_it_runs_said_once() {
+    let sim = Simulator::start();
+    for app in ["fill-a", "fill-b"] {
+        seed(&sim, app, &["started"]);
+    }
+    // Never answers: the cycle fails, the window is still set up first.
+    let temporal = format!("127.0.0.1:{}", harness::free_port());
+    let env = [
+        ("FAS_APP_NAME", "fill-*"),
+        ("FAS_ORG", "my-org"),
+        ("FAS_API_TOKEN", "fm2_x"),
+        ("FLY_FLAPS_BASE_URL", &sim.url()),
+        ("FLY_API_BASE_URL", &sim.url()),
+        ("FAS_TEMPORAL_ADDRESS", &temporal),
+        ("FAS_TEMPORAL_METRIC_NAME", "workflows"),
+        ("FAS_TEMPORAL_QUERY", "WorkflowType='billing'"),
+        ("FAS_STARTED_MACHINE_COUNT", "workflows"),
+        ("FAS_SCALE_DOWN_STABILIZATION", "5m"),
+        ("FAS_TIMEOUT", "2s"),
+        ("FAS_CONCURRENCY", "2"),
+        ("FAS_LOG_FORMAT", "text"),
+    ];
+    let out = support::run(&["serve", "-once"], &env);
+    assert_eq!(out.code, Some(1), "the collection fails: {}", out.stderr);
+    let said =
+        "a metric source keeps no history: stabilization windows fill as the autoscaler runs";
+    assert_eq!(out.stderr.matches(said).count(), 1, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("metrics collection failed").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+}
+
+/// `date -u` of `t` as a number.
 fn date(t: i64, format: &str) -> i64 {
-    let out = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{t}"), &format!("+{format}")])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    support::date(t, format).parse().unwrap()
 }
 
 #[test]

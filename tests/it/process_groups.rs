@@ -365,6 +365,16 @@ fn validation_errors_name_the_rule() {
             out.stderr
         );
     }
+    // `${VAR}` expansion works inside the map.
+    let text =
+        "app-name: my-app\nprocess-groups:\n  web:\n    started-machine-count: ${WEB_COUNT}\n";
+    let config = dir.write("fas.yml", text).display().to_string();
+    let out = support::run(&["eval", "-config", &config], &[("WEB_COUNT", "3")]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["web"]["started"]["min"],
+        3
+    );
     // Not conflicts: process-group unset or empty, and a group for machines without one.
     let text = format!("app-name: my-app\n{groups}  \"\":\n    started-machine-count: 0\n");
     let config = dir.write("fas.yml", &text).display().to_string();

@@ -140,3 +140,13 @@ pub fn env_for(
 pub fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
+
+/// `date -u -d @<t> +<format>`: times computed by coreutils, independent of the crate's
+/// calendar.
+pub fn date(t: i64, format: &str) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{t}"), &format!("+{format}")])
+        .output()
+        .expect("run date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
