@@ -294,8 +294,11 @@ fn cooldown_holds_the_opposite_direction_only() {
     };
     let last_start = *at("/start").iter().max().unwrap();
     let first_stop = *at("/stop").iter().min().unwrap();
+    // The cooldown counts from the start of the reconcile that acted, which its start
+    // requests reach the simulator a little after (collection and list come first).
+    let slack = Duration::from_secs(1);
     assert!(
-        first_stop.duration_since(last_start) >= COOLDOWN,
+        first_stop.duration_since(last_start) >= COOLDOWN - slack,
         "stopped {:?} after the last start",
         first_stop.duration_since(last_start)
     );
