@@ -1067,7 +1067,8 @@ fn backtest_rows(sizes: &Sizes) -> Vec<Row> {
             .replace("CONCURRENCY", &concurrency.to_string());
         dir.write("bench.yml", &config).display().to_string()
     };
-    for concurrency in [1, 4] {
+    // The whole range, 20 machines, `concurrency` and `format`.
+    let command = |concurrency: usize, format: &str| -> Vec<String> {
         let path = write_config(concurrency);
         let args = [
             "backtest",
@@ -1079,7 +1080,14 @@ fn backtest_rows(sizes: &Sizes) -> Vec<Row> {
             &to,
             "-machines",
             "20",
+            "-format",
+            format,
         ];
+        args.map(String::from).to_vec()
+    };
+    for concurrency in [1, 4] {
+        let owned = command(concurrency, "text");
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
         progress(&format!(
             "backtest: {} runs, concurrency {concurrency}",
             sizes.backtest_runs
@@ -1133,21 +1141,9 @@ fn backtest_rows(sizes: &Sizes) -> Vec<Row> {
         ));
     }
     let gnu_time = gnu_time();
-    let path = write_config(1);
     for format in ["text", "json"] {
-        let args = [
-            "backtest",
-            "-config",
-            &path,
-            "-from",
-            &from,
-            "-to",
-            &to,
-            "-machines",
-            "20",
-            "-format",
-            format,
-        ];
+        let owned = command(1, format);
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
         rows.push(peak_rss_row(
             &format!("{label}: peak RSS, -format {format}"),
             gnu_time.as_ref(),

@@ -730,7 +730,12 @@ fn noisy_queue(
     let sim_url = sim.url();
     let mut daemons = Vec::new();
     for (app, window) in SIDES {
-        let env = noisy_env(&sim_url, &prom_url, app, window);
+        let platform = [
+            ("FLY_FLAPS_BASE_URL", sim_url.as_str()),
+            ("FLY_API_BASE_URL", sim_url.as_str()),
+            ("FAS_API_TOKEN", TOKEN),
+        ];
+        let env = [&platform[..], &noisy_env(&prom_url, app, window)].concat();
         let config_arg = config.to_string_lossy().into_owned();
         daemons.push(Daemon::spawn(
             binary(),
@@ -921,7 +926,8 @@ fn backtest(
         &html_arg,
     ];
     out.say(&format!("fly-autoscaler {}", args.join(" ")));
-    let env = noisy_env("http://unused", prom_url, SIDES[1].0, SIDES[1].1);
+    // No token or Machines API: a backtest only reads Prometheus.
+    let env = noisy_env(prom_url, SIDES[1].0, SIDES[1].1);
     let run = harness::run(binary(), &args, &env, Duration::from_secs(60));
     if run.code != Some(0) {
         return Err(format!(
@@ -945,17 +951,9 @@ fn noisy_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/demo-noisy.yml")
 }
 
-/// The environment of one side: the simulator, Prometheus, the app and its window.
-fn noisy_env<'a>(
-    sim_url: &'a str,
-    prom_url: &'a str,
-    app: &'a str,
-    window: &'a str,
-) -> [(&'a str, &'a str); 7] {
+/// What `testdata/demo-noisy.yml` expands for one side: Prometheus, the app and its window.
+fn noisy_env<'a>(prom_url: &'a str, app: &'a str, window: &'a str) -> [(&'a str, &'a str); 4] {
     [
-        ("FLY_FLAPS_BASE_URL", sim_url),
-        ("FLY_API_BASE_URL", sim_url),
-        ("FAS_API_TOKEN", TOKEN),
         ("DEMO_PROMETHEUS_URL", prom_url),
         ("DEMO_APP", app),
         ("DEMO_WINDOW", window),
