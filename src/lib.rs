@@ -23,6 +23,7 @@ mod plan;
 mod pool;
 mod queue;
 mod reconcile;
+mod redis_client;
 mod release;
 mod secret;
 mod telemetry;
