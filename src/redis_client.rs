@@ -42,7 +42,9 @@ pub enum Failure {
     Timeout,
     /// No connection, or it broke: the server may be down or restarting.
     Transport(Transport),
-    /// The server answered with an error (`WRONGPASS`, `WRONGTYPE`, `NOPERM`…), or with
+    /// The server refused the connection's login (`AUTH`) or database (`SELECT`).
+    Login(String),
+    /// The server answered a command with an error (`WRONGTYPE`, `NOPERM`…), or with
     /// something this client cannot read.
     Reply(String),
 }
@@ -52,6 +54,10 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Timeout => f.write_str("timed out"),
             Failure::Transport(t) => write!(f, "{t}"),
+            Failure::Login(m) => write!(
+                f,
+                "login refused: {m} (check the user, password and database in the URL)"
+            ),
             Failure::Reply(m) => f.write_str(m),
         }
     }
@@ -63,6 +69,7 @@ impl Failure {
         let kind = match self {
             Failure::Timeout => SourceErrorKind::Timeout(started.elapsed()),
             Failure::Transport(t) => SourceErrorKind::Transport(t),
+            login @ Failure::Login(_) => SourceErrorKind::Answer(login.to_string()),
             Failure::Reply(m) => SourceErrorKind::Answer(m),
         };
         SourceError {
@@ -194,8 +201,8 @@ impl RedisServer {
         self.client
             .get_connection_with_timeout(left)
             .map_err(|e| match self.failure(&e) {
-                // AUTH and SELECT errors come while connecting: say so.
-                Failure::Reply(m) => Failure::Reply(format!("connecting: {m}")),
+                // AUTH and SELECT errors come while connecting.
+                Failure::Reply(m) => Failure::Login(m),
                 Failure::Transport(Transport::Broken(m)) => {
                     Failure::Transport(Transport::NotConnected(m))
                 }
@@ -241,7 +248,11 @@ impl RedisServer {
 
     /// The error's text on one line, cut, with the password taken out.
     pub fn describe(&self, e: &RedisError) -> String {
-        let mut text = e.to_string();
+        // A server error as the server wrote it: `WRONGTYPE Operation against a key…`.
+        let mut text = match (e.code(), e.detail()) {
+            (Some(code), Some(detail)) => format!("{code} {detail}"),
+            _ => e.to_string(),
+        };
         if !self.password.is_empty() {
             text = text.replace(self.password.expose(), "<password>");
         }

@@ -11,7 +11,7 @@ use super::{Collector, SourceError, SourceErrorKind};
 use crate::config::CollectorConfig;
 use crate::expand::expand_query;
 use crate::http::Deadline;
-use crate::redis_client::RedisServer;
+use crate::redis_client::{Failure, RedisServer};
 
 /// The commands accepted, with their least and most numbers of arguments. All read-only and
 /// O(1) or O(log n) except `ZCOUNT` (O(log n)) and `PFCOUNT` over several keys: nothing here
@@ -120,13 +120,11 @@ impl Collector for RedisCollector {
                 .with_connection(deadline, |conn| {
                     redis::cmd(command.name).arg(&args).query::<Value>(conn)
                 })
-                .map_err(|f| f.into_source(self.source(), started))
-                .map_err(|mut e| {
-                    if let SourceErrorKind::Answer(m) = &e.kind {
-                        e.kind = SourceErrorKind::Answer(format!("{}: {m}", command.shown(&args)));
-                    }
-                    e
-                })?;
+                .map_err(|f| match f {
+                    Failure::Reply(m) => Failure::Reply(format!("{}: {m}", command.shown(&args))),
+                    other => other,
+                })
+                .map_err(|f| f.into_source(self.source(), started))?;
             total += number(&value).map_err(|m| SourceError {
                 source: self.source(),
                 kind: SourceErrorKind::Answer(format!("{} {m}", command.shown(&args))),

@@ -6,6 +6,8 @@ mod support;
 
 mod cli;
 mod eval;
+mod http_collector;
+mod redis_collector;
 mod scratch;
 mod serve_daemon;
 mod serve_once;

@@ -1,19 +1,25 @@
 //! The test environment the autoscaler's integration tests, demo and bench share: child
 //! processes in a clean environment, waiting on conditions, real Prometheus and Temporal
-//! servers, promtool, and the usual wiring of a `serve` run against the simulator.
+//! servers, Redis and NATS servers, test certificates, promtool, and the usual wiring of a `serve` run against the simulator.
 
+mod nats;
+mod pki;
 mod process;
 mod prometheus;
+mod redis;
 mod scenario;
 mod temporal;
 #[cfg(test)]
 mod tests;
 
+pub use nats::{Nats, NatsClient};
+pub use pki::Pki;
 pub use process::{
     Daemon, Output, TempDir, built_binary, file_tail, find_tool, free_port, http_get, is_alive,
     is_root, log_field, metrics_url, run, send_signal, start_server, tail, terminate, wait_until,
     which,
 };
 pub use prometheus::{MetricsEndpoint, Prometheus, promtool_check_metrics};
-pub use scenario::{PromStub, TOKEN, TOKEN_HEADER, autoscaler_env, with};
+pub use redis::{REDIS_PASSWORD, REDIS_USER, Redis};
+pub use scenario::{PromStub, TOKEN, TOKEN_HEADER, autoscaler_env, sim_env, with};
 pub use temporal::{RUNNING_BILLING, Temporal, billing_env};
