@@ -17,6 +17,7 @@ mod expand;
 mod expr;
 mod grpc;
 mod http;
+mod leader;
 mod logging;
 mod machines;
 mod plan;

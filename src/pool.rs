@@ -7,7 +7,7 @@
 //! every `app_list_refresh_interval`; a failed refresh keeps the last known list.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -78,6 +78,8 @@ impl Apps {
 struct Slot {
     busy: AtomicBool,
     active: AtomicBool,
+    /// The leader election's term `state` belongs to.
+    term: AtomicU64,
     state: Mutex<AppState>,
     /// When a skipped tick was last logged.
     skip_logged: Mutex<Option<Instant>>,
@@ -161,6 +163,16 @@ fn run_job(job: &Job, reconciler: &Reconciler, shutdown: &Shutdown) -> bool {
         log::debug!(app = job.app.as_str(); "reconcile not started: shutting down or app removed");
         return false;
     }
+    if let Some(term) = reconciler.term() {
+        if job.slot.term.swap(term, Ordering::SeqCst) != term {
+            // Memory from before another instance led: start afresh (prefill from history).
+            job.slot
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget();
+        }
+    }
     match logging::catch_panic(|| reconciler.reconcile(&job.app, &job.slot.state)) {
         Ok(result) => result.is_ok_and(|outcome| outcome.is_clean()),
         Err(panic) => {
@@ -176,6 +188,7 @@ fn new_slot() -> Arc<Slot> {
     Arc::new(Slot {
         busy: AtomicBool::new(false),
         active: AtomicBool::new(true),
+        term: AtomicU64::new(0),
         state: Mutex::new(AppState::default()),
         skip_logged: Mutex::new(None),
     })
@@ -233,16 +246,24 @@ pub fn run(
     let mut next_tick = Instant::now();
     let mut next_refresh = Instant::now();
     let mut refreshed_once = false;
+    let mut was_leading = false;
     while !shutdown.is_requested() {
         telemetry.heartbeat();
+        // With leader election, only the leader refreshes and reconciles; a new leader
+        // begins at once.
+        let leading = reconciler.may_act();
+        if leading && !was_leading {
+            next_tick = Instant::now();
+        }
+        was_leading = leading;
         let now = Instant::now();
-        if now >= next_refresh || !refreshed_once {
+        if leading && (now >= next_refresh || !refreshed_once) {
             refresh(&reconciler, apps, &mut slots);
             refreshed_once = true;
             next_refresh = Instant::now() + apps.refresh_interval;
         }
         if now >= next_tick {
-            for (app, slot) in &slots {
+            for (app, slot) in slots.iter().filter(|_| leading) {
                 if !workers.submit(app, slot) {
                     telemetry.tick_skipped(app, "busy");
                     let mut logged = slot.skip_logged.lock().unwrap_or_else(|e| e.into_inner());

@@ -12,7 +12,7 @@ mod server;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use server::MetricsServer;
@@ -115,7 +115,12 @@ pub struct Telemetry {
     started: Instant,
     /// Milliseconds since `started` when the scheduler last proved it is alive.
     heartbeat_ms: AtomicU64,
+    /// With leader election: [`ROLE_LEADER`] or [`ROLE_STANDBY`]; 0 without.
+    role: AtomicU8,
 }
+
+const ROLE_LEADER: u8 = 1;
+const ROLE_STANDBY: u8 = 2;
 
 #[derive(Default)]
 struct Histogram {
@@ -139,6 +144,8 @@ const MACHINES: &str = "fas_machines";
 const APPS: &str = "fas_managed_apps";
 const SKIPPED_MACHINES: &str = "fas_skipped_machines";
 const PANICS: &str = "fas_panics_total";
+const LEADER: &str = "fas_leader";
+const LEADER_CHANGES: &str = "fas_leader_changes_total";
 
 impl Default for Telemetry {
     fn default() -> Self {
@@ -226,6 +233,16 @@ impl Telemetry {
                 Kind::Counter,
                 "Reconciles that ended in an internal error (a bug); the app is tried again next tick.",
             ),
+            family(
+                LEADER,
+                Kind::Gauge,
+                "1 while this instance holds the leader election's lock and may act, else 0 (leader election only).",
+            ),
+            family(
+                LEADER_CHANGES,
+                Kind::Counter,
+                "Times this instance became leader or standby (leader election only).",
+            ),
         ];
         // The Go program exported these from start-up, at zero.
         for (name, statuses) in [
@@ -249,6 +266,24 @@ impl Telemetry {
             durations: Mutex::new(Histogram::default()),
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
+            role: AtomicU8::new(0),
+        }
+    }
+
+    /// This instance's role in the leader election; `changed` counts a change of role.
+    pub fn leader(&self, leading: bool, changed: bool) {
+        let role = if leading { ROLE_LEADER } else { ROLE_STANDBY };
+        self.role.store(role, Ordering::Relaxed);
+        self.set(LEADER, &[], f64::from(u8::from(leading)));
+        self.update(LEADER_CHANGES, &[], |v| *v += f64::from(u8::from(changed)));
+    }
+
+    /// `leader` or `standby` with leader election, `None` without.
+    pub fn role(&self) -> Option<&'static str> {
+        match self.role.load(Ordering::Relaxed) {
+            ROLE_LEADER => Some("leader"),
+            ROLE_STANDBY => Some("standby"),
+            _ => None,
         }
     }
 
