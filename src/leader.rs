@@ -38,10 +38,20 @@ const EXTEND: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// What an acquire found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquire {
+    Won,
+    /// Another instance holds the lock for this much longer (as far as Redis knows).
+    Held {
+        expires_in: Duration,
+    },
+}
+
 /// Where the lock lives: Redis in production, a map with a fake clock in the unit tests.
 pub trait LockStore: Send + Sync {
-    /// Sets the key to `id` with `ttl` if it does not exist; whether it did.
-    fn acquire(&self, id: &str, ttl: Duration) -> Result<bool, Failure>;
+    /// Sets the key to `id` with `ttl` if it does not exist.
+    fn acquire(&self, id: &str, ttl: Duration) -> Result<Acquire, Failure>;
     /// Extends the key's TTL if it holds `id`; whether it did.
     fn extend(&self, id: &str, ttl: Duration) -> Result<bool, Failure>;
     /// Deletes the key if it holds `id`; whether it did.
@@ -84,18 +94,28 @@ impl RedisLock {
 }
 
 impl LockStore for RedisLock {
-    fn acquire(&self, id: &str, ttl: Duration) -> Result<bool, Failure> {
+    /// `SET NX PX`, and in the same round trip the key's `PTTL`, so that a standby tries
+    /// again right when the holder's lock expires.
+    fn acquire(&self, id: &str, ttl: Duration) -> Result<Acquire, Failure> {
         self.server
             .with_connection(Deadline::after(self.timeout), |c| {
-                redis::cmd("SET")
+                redis::pipe()
+                    .cmd("SET")
                     .arg(&self.key)
                     .arg(id)
                     .arg("NX")
                     .arg("PX")
                     .arg(ttl.as_millis() as u64)
-                    .query::<Option<String>>(c)
+                    .cmd("PTTL")
+                    .arg(&self.key)
+                    .query::<(Option<String>, i64)>(c)
             })
-            .map(|set| set.is_some())
+            .map(|(set, pttl)| match set {
+                Some(_) => Acquire::Won,
+                None => Acquire::Held {
+                    expires_in: Duration::from_millis(pttl.max(0) as u64),
+                },
+            })
     }
 
     fn extend(&self, id: &str, ttl: Duration) -> Result<bool, Failure> {
@@ -142,6 +162,8 @@ struct State {
     stood_down: bool,
     /// When an unreachable Redis was last logged (`None`: reachable).
     unreachable_logged: Option<Instant>,
+    /// When the other holder's lock expires, from the last acquire.
+    retry_in: Option<Duration>,
 }
 
 impl Election {
@@ -194,7 +216,13 @@ impl Election {
         let answer = if leading {
             self.store.extend(&self.id, self.ttl)
         } else {
-            self.store.acquire(&self.id, self.ttl)
+            self.store.acquire(&self.id, self.ttl).map(|a| match a {
+                Acquire::Won => true,
+                Acquire::Held { expires_in } => {
+                    self.state().retry_in = Some(expires_in);
+                    false
+                }
+            })
         };
         let mut s = self.state();
         if s.stood_down {
@@ -247,12 +275,30 @@ impl Election {
         }
     }
 
-    /// Rounds every ttl/3 until `stop` is requested.
+    /// Rounds every ttl/3 (a standby sooner when the holder's lock expires sooner) until
+    /// `stop` is requested; becoming leader wakes `stop`'s other waiters (the scheduler).
     pub fn run(&self, stop: &Shutdown) {
-        while !stop.is_requested() {
+        loop {
+            let term = self.term();
             self.round();
-            if stop.wait(self.ttl / 3) {
-                break;
+            if self.term() != term {
+                stop.nudge();
+            }
+            let pause = match self.state().retry_in.take() {
+                // A little after the expiry, so the key is surely gone.
+                Some(expires_in) => (expires_in + Duration::from_millis(5)).min(self.ttl / 3),
+                None => self.ttl / 3,
+            };
+            let next = Instant::now() + pause;
+            loop {
+                if stop.is_requested() {
+                    return;
+                }
+                let left = next.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                stop.wait(left);
             }
         }
     }
@@ -354,14 +400,17 @@ mod tests {
     }
 
     impl LockStore for FakeStore {
-        fn acquire(&self, id: &str, ttl: Duration) -> Result<bool, Failure> {
+        fn acquire(&self, id: &str, ttl: Duration) -> Result<Acquire, Failure> {
             self.check()?;
-            if self.holder().is_some() {
-                return Ok(false);
-            }
             let now = *self.now.lock().unwrap();
+            if self.holder().is_some() {
+                let until = self.lock.lock().unwrap().as_ref().unwrap().1;
+                return Ok(Acquire::Held {
+                    expires_in: until - now,
+                });
+            }
             *self.lock.lock().unwrap() = Some((id.to_string(), now + ttl));
-            Ok(true)
+            Ok(Acquire::Won)
         }
 
         fn extend(&self, id: &str, ttl: Duration) -> Result<bool, Failure> {
@@ -413,6 +462,11 @@ mod tests {
         assert_eq!(b.round(), Round::Standby);
         assert!(a.holds() && !b.holds());
         assert_eq!((a.term(), b.term()), (1, 0));
+        assert_eq!(
+            b.state().retry_in,
+            Some(TTL),
+            "b knows when a's lock expires"
+        );
         // Renewed every ttl/3, a's lease never lapses and b never gets in.
         for _ in 0..10 {
             store.advance(TTL / 3);

@@ -21,31 +21,49 @@ use crate::wildcard;
 /// A busy app's skipped ticks are logged at most this often.
 const SKIP_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// A stop request shared by the signal handler, the scheduler and the workers.
+/// A stop request shared by the signal handler, the scheduler and the workers; it also
+/// carries nudges (a new leader wakes the scheduler).
 #[derive(Default)]
 pub struct Shutdown {
-    requested: Mutex<bool>,
+    state: Mutex<Signals>,
     wake: Condvar,
 }
 
+#[derive(Default)]
+struct Signals {
+    requested: bool,
+    nudges: u64,
+}
+
 impl Shutdown {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Signals> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn request(&self) {
-        *self.requested.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.lock().requested = true;
         self.wake.notify_all();
     }
 
     pub fn is_requested(&self) -> bool {
-        *self.requested.lock().unwrap_or_else(|e| e.into_inner())
+        self.lock().requested
     }
 
-    /// Sleeps up to `d`; returns early (true) when shutdown is requested.
+    /// Wakes every waiter without requesting shutdown.
+    pub fn nudge(&self) {
+        self.lock().nudges += 1;
+        self.wake.notify_all();
+    }
+
+    /// Sleeps up to `d`; returns early when shutdown is requested (true) or on a nudge.
     pub fn wait(&self, d: Duration) -> bool {
-        let guard = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.lock();
+        let nudges = guard.nudges;
         let (guard, _) = self
             .wake
-            .wait_timeout_while(guard, d, |stop| !*stop)
+            .wait_timeout_while(guard, d, |s| !s.requested && s.nudges == nudges)
             .unwrap_or_else(|e| e.into_inner());
-        *guard
+        guard.requested
     }
 }
 
@@ -341,5 +359,15 @@ mod tests {
         assert!(took < Duration::from_secs(5));
         assert!(s.is_requested());
         assert!(!Shutdown::default().wait(Duration::from_millis(1)));
+        let n = Arc::new(Shutdown::default());
+        let waiter = {
+            let n = Arc::clone(&n);
+            thread::spawn(move || n.wait(Duration::from_secs(30)))
+        };
+        while !waiter.is_finished() {
+            n.nudge();
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!waiter.join().unwrap(), "a nudge wakes without stopping");
     }
 }

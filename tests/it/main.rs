@@ -7,6 +7,7 @@ mod support;
 mod cli;
 mod eval;
 mod http_collector;
+mod leader;
 mod redis_collector;
 mod scratch;
 mod serve_daemon;
