@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use flysim::harness::{
-    self, Daemon, MetricsEndpoint, PromStub, Prometheus, RUNNING_BILLING, TempDir, Temporal,
+    self, Daemon, MetricsEndpoint, PromStub, Prometheus, RUNNING_BILLING, Redis, TempDir, Temporal,
     autoscaler_env, billing_env, log_field, tail, wait_until, with,
 };
 use flysim::{MachineSpec, Simulator};
@@ -41,6 +41,8 @@ struct Sizes {
     daemon_apps: usize,
     /// Runs of `version`, `eval` and of the bare query (medians reported).
     static_runs: usize,
+    /// Failovers measured after SIGKILL and after SIGTERM each (medians reported).
+    failovers: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -51,6 +53,7 @@ const FULL: Sizes = Sizes {
     cycles: 10,
     daemon_apps: 1000,
     static_runs: 20,
+    failovers: 5,
 };
 
 const QUICK: Sizes = Sizes {
@@ -61,6 +64,7 @@ const QUICK: Sizes = Sizes {
     cycles: 3,
     daemon_apps: 100,
     static_runs: 5,
+    failovers: 1,
 };
 
 /// One line of the table.
@@ -125,12 +129,13 @@ fn main() -> ExitCode {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut broken = false;
-    let sections: [(&str, Section); 5] = [
+    let sections: [(&str, Section); 6] = [
         ("bulk start", bulk_start_rows),
         ("wildcard apps", wildcard_rows),
         ("serve memory and CPU", daemon_rows),
         ("static binary", static_rows),
         ("temporal: gRPC vs HTTP API", temporal_rows),
+        ("leader election failover", leader_rows),
     ];
     for (name, section) in sections {
         progress(&format!("== {name}"));
@@ -945,6 +950,109 @@ fn temporal_rows(sizes: &Sizes) -> Vec<Row> {
             "info",
         ),
     ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Leader election failover
+// ---------------------------------------------------------------------------------------------
+
+/// Two `serve` processes with the default leader-election TTL (15 s) and interval (15 s) on
+/// one real Redis; the leader is sent `signal` and the metric changes at once: the time from
+/// the signal to the other instance's first machine action.
+fn failover_once(redis: &Redis, run: usize, signal: &str) -> Duration {
+    let sim = Simulator::start();
+    sim.add_app("my-org", "my-app");
+    for _ in 0..3 {
+        sim.add_machine("my-app", MachineSpec::new("stopped"));
+    }
+    let metric = PromStub::start(1.0);
+    let base = autoscaler_env(&sim, &metric, "my-app");
+    let (url, key) = (redis.url(), format!("bench:failover:{signal}:{run}"));
+    let env = with(
+        &base,
+        &[
+            ("FAS_STARTED_MACHINE_COUNT", "q"),
+            ("FAS_METRICS_ADDR", "off"),
+            ("FAS_LEADER_ELECTION_URL", url.as_str()),
+            ("FAS_LEADER_ELECTION_KEY", key.as_str()),
+        ],
+    );
+    let mut instances: Vec<Daemon> = (0..2)
+        .map(|_| Daemon::spawn(binary(), &["serve"], &env))
+        .collect();
+    let acted = |sim: &Simulator| -> Vec<(Instant, String)> {
+        sim.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .map(|r| (r.at, r.header("user-agent").unwrap_or_default().to_string()))
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || sim.count("my-app", "started")
+            == 1),
+        "no leader acted"
+    );
+    let leader_ua = acted(&sim)[0].1.clone();
+    let leader = instances
+        .iter()
+        .position(|d| {
+            let id = d
+                .stderr()
+                .lines()
+                .find(|l| l.contains("fly-autoscaler "))
+                .and_then(|l| log_field(l, "instance"))
+                .unwrap_or_default();
+            !id.is_empty() && leader_ua.contains(&id)
+        })
+        .expect("the leader's instance id in its User-Agent");
+    let signalled = Instant::now();
+    instances[leader].signal(signal);
+    metric.set(2.0);
+    let took = wait_until(Duration::from_secs(60), || {
+        acted(&sim).iter().any(|(_, ua)| *ua != leader_ua)
+    });
+    assert!(took, "no failover after SIG{signal}");
+    let first = acted(&sim)
+        .into_iter()
+        .find(|(_, ua)| *ua != leader_ua)
+        .map(|(at, _)| at)
+        .unwrap();
+    for d in &mut instances {
+        d.signal("KILL");
+        d.wait_exit(Duration::from_secs(10));
+    }
+    first.saturating_duration_since(signalled)
+}
+
+fn leader_rows(sizes: &Sizes) -> Vec<Row> {
+    let redis = Redis::start();
+    let runs = sizes.failovers;
+    let mut rows = Vec::new();
+    for (signal, bound, budget) in [
+        ("KILL", "≤ ttl + interval = 30 s", Duration::from_secs(30)),
+        ("TERM", "≤ interval = 15 s", Duration::from_secs(15)),
+    ] {
+        progress(&format!(
+            "leader election: failover after SIG{signal} × {runs} (default ttl 15s)"
+        ));
+        let mut times: Vec<Duration> = (0..runs)
+            .map(|i| failover_once(&redis, i, signal))
+            .collect();
+        let (min, max) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
+        let median = median(&mut times);
+        rows.push(row(
+            format!("7. Leader failover after SIG{signal}, default ttl 15s: signal to the standby's first action (median of {runs})"),
+            format!(
+                "{:.2} s (min {:.2} s, max {:.2} s)",
+                median.as_secs_f64(),
+                min.as_secs_f64(),
+                max.as_secs_f64()
+            ),
+            bound,
+            pass(median <= budget),
+        ));
+    }
+    rows
 }
 
 fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
