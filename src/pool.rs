@@ -242,7 +242,10 @@ pub fn run_once(
     for name in &names {
         workers.submit(name, &new_slot());
     }
-    let finished = workers.finish(reconciler.timeout() + Duration::from_secs(5));
+    // Each reconcile is bounded by the timeout, and `concurrency` run at a time.
+    let rounds = u32::try_from(names.len().div_ceil(concurrency.max(1))).unwrap_or(u32::MAX);
+    let grace = reconciler.timeout().saturating_mul(rounds.max(1)) + Duration::from_secs(5);
+    let finished = workers.finish(grace);
     let ok = results.try_iter().filter(|(_, ok)| *ok).count();
     finished && ok == names.len()
 }
