@@ -226,7 +226,9 @@ fn one_of_three_acts_and_the_lead_moves_safely() {
         "{:?}",
         logs(&all)
     );
-    assert_eq!(actors(&sim, back, None).len(), 1);
+    let after_outage = actors(&sim, back, None);
+    assert_eq!(after_outage.len(), 1, "{after_outage:?}");
+    let fourth = after_outage.into_iter().next().unwrap();
     assert!(
         all.iter()
             .any(|i| i.daemon.stderr().contains("cannot reach redis"))
@@ -273,8 +275,9 @@ fn one_of_three_acts_and_the_lead_moves_safely() {
             runs.push(id);
         }
     }
-    assert_eq!(runs.len(), 5, "one run of actions per lead: {runs:?}");
-    assert_eq!(runs, [first.as_str(), &second, &third, runs[3], &next]);
+    let mut leads = vec![first.as_str(), &second, &third, &fourth, &next];
+    leads.dedup();
+    assert_eq!(runs, leads, "one run of actions per lead");
 }
 
 #[test]
