@@ -24,6 +24,7 @@ mod pool;
 mod queue;
 mod reconcile;
 mod release;
+mod resolver;
 mod secret;
 mod telemetry;
 mod wildcard;
