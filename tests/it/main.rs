@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod eval;
+mod logs;
 mod scratch;
 mod serve_daemon;
 mod serve_once;
