@@ -615,6 +615,38 @@ fn wildcard_reconciles_every_matching_app() {
     assert_eq!(sim.machines("other")[0].state, "stopped");
 }
 
+/// A pass over many apps, one at a time, takes longer than one timeout: `--once` waits for
+/// every app (each is bounded by the timeout) and exits 0.
+#[test]
+fn a_long_pass_waits_for_every_app() {
+    let sim = Simulator::start();
+    for i in 0..16 {
+        let app = format!("my-app-{i:02}");
+        sim.add_app("my-org", &app);
+        sim.add_machine(&app, MachineSpec::new("stopped"));
+    }
+    // Release check and machine list: 0.5 s per app, 8 s in all, against a 1 s timeout.
+    sim.set_latency(Duration::from_millis(250));
+    let metric = PromStub::start(1.0);
+    let base = autoscaler_env(&sim, &metric, "my-app-*");
+    let env = with(
+        &base,
+        &[
+            ("FAS_STARTED_MACHINE_COUNT", "0"),
+            ("FAS_ORG", "my-org"),
+            ("FAS_TIMEOUT", "1s"),
+        ],
+    );
+    let out = support::run(&["serve", "--once"], &env);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches(" reconciled app=").count(),
+        16,
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn dry_run_changes_nothing() {
     let sim = Simulator::start();
