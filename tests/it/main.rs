@@ -6,6 +6,8 @@ mod support;
 
 mod cli;
 mod eval;
+mod image;
+mod logs;
 mod scratch;
 mod serve_daemon;
 mod serve_once;

@@ -1,7 +1,9 @@
 //! The test environment the autoscaler's integration tests, demo and bench share: child
 //! processes in a clean environment, waiting on conditions, real Prometheus and Temporal
-//! servers, promtool, and the usual wiring of a `serve` run against the simulator.
+//! servers, promtool, the usual wiring of a `serve` run against the simulator, and the
+//! container image built with buildah.
 
+mod image;
 mod process;
 mod prometheus;
 mod scenario;
@@ -9,6 +11,7 @@ mod temporal;
 #[cfg(test)]
 mod tests;
 
+pub use image::Image;
 pub use process::{
     Daemon, Output, TempDir, built_binary, file_tail, find_tool, free_port, http_get, is_alive,
     is_root, log_field, metrics_url, run, send_signal, start_server, tail, terminate, wait_until,
