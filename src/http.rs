@@ -81,7 +81,11 @@ pub fn agent(tls: Option<TlsConfig>, redirects: Redirects) -> Agent {
     if let Some(tls) = tls {
         config = config.tls_config(tls);
     }
-    config.build().new_agent()
+    Agent::with_parts(
+        config.build(),
+        ureq::unversioned::transport::DefaultConnector::new(),
+        crate::resolver::CachingResolver,
+    )
 }
 
 /// Why a request produced no response.

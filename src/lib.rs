@@ -26,6 +26,7 @@ mod queue;
 mod reconcile;
 mod redis_client;
 mod release;
+mod resolver;
 mod secret;
 mod telemetry;
 mod wildcard;

@@ -163,9 +163,11 @@ impl Workers {
     /// all finished in time.
     fn finish(self, grace: Duration) -> bool {
         self.jobs.close();
-        let deadline = Instant::now() + grace;
+        let deadline = Instant::now().checked_add(grace);
         for _ in 0..self.count {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             if self.done.recv_timeout(left).is_err() {
                 return false;
             }
@@ -242,10 +244,18 @@ pub fn run_once(
     for name in &names {
         workers.submit(name, &new_slot());
     }
-    // Each reconcile is bounded by the timeout, and `concurrency` run at a time.
+    // Each reconcile is bounded by the timeout and `concurrency` run at once, so the pass is
+    // bounded by one timeout per round of apps.
     let rounds = u32::try_from(names.len().div_ceil(concurrency.max(1))).unwrap_or(u32::MAX);
-    let grace = reconciler.timeout().saturating_mul(rounds.max(1)) + Duration::from_secs(5);
-    let finished = workers.finish(grace);
+    let budget = reconciler
+        .timeout()
+        .saturating_mul(rounds.max(1))
+        .saturating_add(Duration::from_secs(5));
+    let finished = workers.finish(budget);
+    if !finished {
+        log::error!(apps = names.len(), waited_s = budget.as_secs();
+            "reconciles still running after every app's timeout; exiting");
+    }
     let ok = results.try_iter().filter(|(_, ok)| *ok).count();
     finished && ok == names.len()
 }

@@ -675,10 +675,10 @@ impl Reconciler {
 /// The Go program's `fas_reconcile_count` status for an action.
 fn action_label(action: &Action) -> &'static str {
     match action {
-        // Also a start with nothing left to start: the Go program counts the bulk start.
         Action::None | Action::NoCloneSource => "no_scale",
         Action::Create(_) => "create",
         Action::Destroy(_) => "destroy",
+        // Also a start with nothing left to start: the Go program counts the bulk start.
         Action::Start { .. } => "start",
         Action::Stop { .. } | Action::Suspend { .. } => "stop",
     }

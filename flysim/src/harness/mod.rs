@@ -1,7 +1,9 @@
 //! The test environment the autoscaler's integration tests, demo and bench share: child
 //! processes in a clean environment, waiting on conditions, real Prometheus and Temporal
-//! servers, Redis and NATS servers, test certificates, promtool, and the usual wiring of a `serve` run against the simulator.
+//! servers, Redis and NATS servers, test certificates, promtool, the usual wiring of a
+//! `serve` run against the simulator, and the container image built with buildah.
 
+mod image;
 mod nats;
 mod pki;
 mod process;
@@ -12,6 +14,7 @@ mod temporal;
 #[cfg(test)]
 mod tests;
 
+pub use image::Image;
 pub use nats::{Nats, NatsClient};
 pub use pki::Pki;
 pub use process::{
