@@ -193,7 +193,7 @@ fn run_job(job: &Job, reconciler: &Reconciler, shutdown: &Shutdown) -> bool {
                 .forget();
         }
     }
-    match logging::catch_panic(|| reconciler.reconcile(&job.app, &job.slot.state)) {
+    let ok = match logging::catch_panic(|| reconciler.reconcile(&job.app, &job.slot.state)) {
         Ok(result) => result.is_ok_and(|outcome| outcome.is_clean()),
         Err(panic) => {
             reconciler.telemetry().panicked(&job.app);
@@ -201,7 +201,12 @@ fn run_job(job: &Job, reconciler: &Reconciler, shutdown: &Shutdown) -> bool {
                 "reconciliation failed with an internal error (a bug; please report it)");
             false
         }
+    };
+    if !job.slot.active.load(Ordering::SeqCst) {
+        // The app left the list while this reconcile ran: what it just recorded goes too.
+        reconciler.telemetry().forget_app(&job.app);
     }
+    ok
 }
 
 fn new_slot() -> Arc<Slot> {
