@@ -4,6 +4,9 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN  := target/$(MUSL_TARGET)/release/fly-autoscaler
 COMMIT      := $(shell git rev-parse HEAD 2>/dev/null)
 IMAGE       ?= fly-autoscaler-rs:latest
+# vfs storage works anywhere, a container included; a store made with another driver needs
+# BUILDAH=buildah.
+BUILDAH     ?= buildah --storage-driver vfs
 
 # ring (TLS) compiles C for the musl target with Debian's musl-gcc.
 export CC_x86_64_unknown_linux_musl := musl-gcc
@@ -15,7 +18,7 @@ help:
 	@echo "make test    install test dependencies if missing, then run every test"
 	@echo "make build   debug build"
 	@echo "make static  static, stripped musl release binary ($(STATIC_BIN))"
-	@echo "make image   docker image FROM scratch (needs a Docker engine)"
+	@echo "make image   image FROM scratch: docker when an engine answers, else buildah"
 	@echo "make bench   speed and memory numbers, printed as a table"
 	@echo "make lint    rustfmt check and clippy with warnings as errors"
 	@echo "make fmt     format the code"
@@ -52,8 +55,20 @@ static:
 	FAS_COMMIT=$(COMMIT) cargo build --release --target $(MUSL_TARGET) --bin fly-autoscaler
 	@ls -l $(STATIC_BIN)
 
+# `docker build` when a Docker engine answers; else Debian's buildah builds the same
+# Dockerfile without a daemon (chroot isolation works inside a container too).
 image: static
-	docker build --build-arg BINARY=$(STATIC_BIN) -t $(IMAGE) .
+	@if docker info >/dev/null 2>&1; then \
+	  echo "docker build -t $(IMAGE)"; \
+	  docker build --build-arg BINARY=$(STATIC_BIN) -t $(IMAGE) . ; \
+	elif command -v buildah >/dev/null 2>&1; then \
+	  echo "no Docker engine: $(BUILDAH) bud -t $(IMAGE)"; \
+	  $(BUILDAH) bud --isolation chroot --build-arg BINARY=$(STATIC_BIN) -t $(IMAGE) . && \
+	  echo "push: $(BUILDAH) push $(IMAGE) docker://REGISTRY/NAME:TAG" && \
+	  echo "run:  $(BUILDAH) run --isolation chroot \$$($(BUILDAH) from $(IMAGE)) -- /fly-autoscaler version"; \
+	else \
+	  echo "make image needs a Docker engine or buildah (apt-get install buildah)" >&2; exit 1; \
+	fi
 
 clean:
 	cargo clean

@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use flysim::harness::{
-    self, Daemon, History, MetricsEndpoint, PromStub, Prometheus, RUNNING_BILLING, TempDir,
-    Temporal, autoscaler_env, billing_env, log_field, tail, wait_until, with,
+    self, Daemon, History, Image, MetricsEndpoint, PromStub, Prometheus, RUNNING_BILLING, Redis,
+    TempDir, Temporal, autoscaler_env, billing_env, log_field, tail, wait_until, with,
 };
 use flysim::{MachineSpec, Simulator};
 
@@ -41,6 +41,8 @@ struct Sizes {
     daemon_apps: usize,
     /// Runs of `version`, `eval` and of the bare query (medians reported).
     static_runs: usize,
+    /// Failovers measured after SIGKILL and after SIGTERM each (medians reported).
+    failovers: usize,
     /// Days of 15 s history the backtest replays.
     backtest_days: usize,
     /// Runs of each backtest (medians reported).
@@ -55,6 +57,7 @@ const FULL: Sizes = Sizes {
     cycles: 10,
     daemon_apps: 1000,
     static_runs: 20,
+    failovers: 5,
     backtest_days: 30,
     backtest_runs: 5,
 };
@@ -67,6 +70,7 @@ const QUICK: Sizes = Sizes {
     cycles: 3,
     daemon_apps: 100,
     static_runs: 5,
+    failovers: 1,
     backtest_days: 3,
     backtest_runs: 1,
 };
@@ -138,12 +142,14 @@ fn main() -> ExitCode {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut broken = false;
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 8] = [
         ("bulk start", bulk_start_rows),
         ("wildcard apps", wildcard_rows),
         ("serve memory and CPU", daemon_rows),
         ("static binary", static_rows),
         ("temporal: gRPC vs HTTP API", temporal_rows),
+        ("image", image_rows),
+        ("leader election failover", leader_rows),
         ("backtest", backtest_rows),
     ];
     let chosen = sections
@@ -590,11 +596,16 @@ fn sum_series(exposition: &str, prefix: &str) -> f64 {
 
 const EVAL_QUERY: &str = "sum(queue_depth{app=\"$APP_NAME\"})";
 
-fn static_rows(sizes: &Sizes) -> Vec<Row> {
-    let path = std::env::var_os("FAS_STATIC_BIN")
+/// `$FAS_STATIC_BIN`, when it names a file.
+fn static_binary() -> Option<PathBuf> {
+    std::env::var_os("FAS_STATIC_BIN")
         .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
-    let Some(path) = path.filter(|p| p.is_file()) else {
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+}
+
+fn static_rows(sizes: &Sizes) -> Vec<Row> {
+    let Some(path) = static_binary() else {
         progress("static binary: FAS_STATIC_BIN not set or missing (`make static`)");
         return vec![row(
             "5. Static binary",
@@ -872,11 +883,7 @@ fn load_average() -> String {
 
 fn temporal_rows(sizes: &Sizes) -> Vec<Row> {
     let runs = sizes.static_runs;
-    let program = std::env::var_os("FAS_STATIC_BIN")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .unwrap_or_else(binary);
+    let program = static_binary().unwrap_or_else(binary);
     progress("temporal: starting the dev server, 3 running workflows");
     let t = Temporal::start(&[]);
     for i in 0..3 {
@@ -965,7 +972,170 @@ fn temporal_rows(sizes: &Sizes) -> Vec<Row> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 7. Backtest: a month of history, fetched from a real Prometheus and replayed
+// 7. The image
+// ---------------------------------------------------------------------------------------------
+
+fn image_rows(_: &Sizes) -> Vec<Row> {
+    let Some(binary) = static_binary() else {
+        return vec![row(
+            "7. Image",
+            "not built (set FAS_STATIC_BIN; `make static`)",
+            "—",
+            "n/a",
+        )];
+    };
+    if !harness::is_root() || harness::which("buildah").is_none() {
+        progress("image: needs root and buildah (`.ci/deps`)");
+        return vec![row(
+            "7. Image",
+            "not built (needs root and buildah)",
+            "—",
+            "n/a",
+        )];
+    }
+    progress("image: buildah bud of the Dockerfile");
+    let began = Instant::now();
+    let image = Image::build(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile"),
+        &binary,
+    );
+    let built = began.elapsed();
+    let binary_size = std::fs::metadata(&binary)
+        .expect("stat static binary")
+        .len();
+    let size = image.size();
+    let pushed = image.pushed_size();
+    vec![
+        row(
+            "7. Image size, as stored (FROM scratch, 1 layer)",
+            format!(
+                "{size} bytes = {:.2} MiB (binary + {} bytes of tar headers and config)",
+                size as f64 / MIB,
+                size.saturating_sub(binary_size)
+            ),
+            "— (binary ≤ 6 MiB)",
+            "info",
+        ),
+        row(
+            "7. Image size, as pushed (gzip layer)",
+            format!("{pushed} bytes = {:.2} MiB", pushed as f64 / MIB),
+            "— (no budget)",
+            "info",
+        ),
+        row(
+            "7. Image build (buildah bud + from, vfs, chroot)",
+            format!("{:.2} s", built.as_secs_f64()),
+            "— (no budget)",
+            "info",
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Leader election failover
+// ---------------------------------------------------------------------------------------------
+
+/// Two `serve` processes with the default leader-election TTL (15 s) and interval (15 s) on
+/// one real Redis; the leader is sent `signal` and the metric changes at once: the time from
+/// the signal to the other instance's first machine action.
+fn failover_once(redis: &Redis, run: usize, signal: &str) -> Duration {
+    let sim = Simulator::start();
+    sim.add_app("my-org", "my-app");
+    for _ in 0..3 {
+        sim.add_machine("my-app", MachineSpec::new("stopped"));
+    }
+    let metric = PromStub::start(1.0);
+    let base = autoscaler_env(&sim, &metric, "my-app");
+    let (url, key) = (redis.url(), format!("bench:failover:{signal}:{run}"));
+    let env = with(
+        &base,
+        &[
+            ("FAS_STARTED_MACHINE_COUNT", "q"),
+            ("FAS_METRICS_ADDR", "off"),
+            ("FAS_LEADER_ELECTION_URL", url.as_str()),
+            ("FAS_LEADER_ELECTION_KEY", key.as_str()),
+        ],
+    );
+    let mut instances: Vec<Daemon> = (0..2)
+        .map(|_| Daemon::spawn(binary(), &["serve"], &env))
+        .collect();
+    let acted = |sim: &Simulator| -> Vec<(Instant, String)> {
+        sim.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .map(|r| (r.at, r.header("user-agent").unwrap_or_default().to_string()))
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || sim.count("my-app", "started")
+            == 1),
+        "no leader acted"
+    );
+    let leader_ua = acted(&sim)[0].1.clone();
+    let leader = instances
+        .iter()
+        .position(|d| {
+            let id = d
+                .stderr()
+                .lines()
+                .find(|l| l.contains("fly-autoscaler "))
+                .and_then(|l| log_field(l, "instance"))
+                .unwrap_or_default();
+            !id.is_empty() && leader_ua.contains(&id)
+        })
+        .expect("the leader's instance id in its User-Agent");
+    let signalled = Instant::now();
+    instances[leader].signal(signal);
+    metric.set(2.0);
+    let took = wait_until(Duration::from_secs(60), || {
+        acted(&sim).iter().any(|(_, ua)| *ua != leader_ua)
+    });
+    assert!(took, "no failover after SIG{signal}");
+    let first = acted(&sim)
+        .into_iter()
+        .find(|(_, ua)| *ua != leader_ua)
+        .map(|(at, _)| at)
+        .unwrap();
+    for d in &mut instances {
+        d.signal("KILL");
+        d.wait_exit(Duration::from_secs(10));
+    }
+    first.saturating_duration_since(signalled)
+}
+
+fn leader_rows(sizes: &Sizes) -> Vec<Row> {
+    let redis = Redis::start();
+    let runs = sizes.failovers;
+    let mut rows = Vec::new();
+    for (signal, bound, budget) in [
+        ("KILL", "≤ ttl + interval = 30 s", Duration::from_secs(30)),
+        ("TERM", "≤ interval = 15 s", Duration::from_secs(15)),
+    ] {
+        progress(&format!(
+            "leader election: failover after SIG{signal} × {runs} (default ttl 15s)"
+        ));
+        let mut times: Vec<Duration> = (0..runs)
+            .map(|i| failover_once(&redis, i, signal))
+            .collect();
+        let (min, max) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
+        let median = median(&mut times);
+        rows.push(row(
+            format!("8. Leader failover after SIG{signal}, default ttl 15s: signal to the standby's first action (median of {runs})"),
+            format!(
+                "{:.2} s (min {:.2} s, max {:.2} s)",
+                median.as_secs_f64(),
+                min.as_secs_f64(),
+                max.as_secs_f64()
+            ),
+            bound,
+            pass(median <= budget),
+        ));
+    }
+    rows
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Backtest: a month of history, fetched from a real Prometheus and replayed
 // ---------------------------------------------------------------------------------------------
 
 const BACKTEST_STEP: i64 = 15;
@@ -1054,7 +1224,7 @@ fn backtest_rows(sizes: &Sizes) -> Vec<Row> {
         t0.to_string(),
         (t0 + BACKTEST_STEP * (steps as i64 - 1)).to_string(),
     );
-    let label = format!("7. Backtest, {days} days at 15 s ({steps} steps), 2 metrics");
+    let label = format!("9. Backtest, {days} days at 15 s ({steps} steps), 2 metrics");
     let mut rows = vec![row(
         format!("{label}: history written (promtool) and Prometheus ready"),
         format!("{:.1} s ({} samples)", backfill.as_secs_f64(), 2 * steps),
@@ -1233,8 +1403,14 @@ fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
              HTTP/1.1).",
             n = sizes.static_runs
         ),
+        "7. `make image` without a Docker engine: buildah (vfs storage, chroot isolation, a \
+         private store) builds the Dockerfile with the static binary; \"as stored\" sums the \
+         manifest's layer and config sizes, \"as pushed\" the same after `buildah push` to an \
+         OCI layout (gzip layers, what a registry receives); build time includes creating the \
+         working container."
+            .to_string(),
         format!(
-            "7. {days} days of two metrics every 15 s (a daily cycle plus fixed pseudo-random \
+            "9. {days} days of two metrics every 15 s (a daily cycle plus fixed pseudo-random \
              noise) written with `promtool tsdb create-blocks-from openmetrics` into a real \
              Prometheus' data dir before it starts (retention 10 years). `backtest` of the \
              release binary with `verbose: true`: fetch and replay times are its own debug \

@@ -12,7 +12,24 @@ use ureq::tls::TlsConfig;
 /// bodies, are read as a stream and bounded by their number of machines).
 const MAX_BODY: u64 = 16 * 1024 * 1024;
 
-pub const USER_AGENT: &str = concat!("fly-autoscaler-rs/", env!("CARGO_PKG_VERSION"));
+const USER_AGENT: &str = concat!("fly-autoscaler-rs/", env!("CARGO_PKG_VERSION"));
+
+/// This process's instance id (leader election), once set.
+static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every client made afterwards send `instance` in its User-Agent, so the Machines API's
+/// request logs tell two autoscalers apart. The first call wins.
+pub fn set_instance(instance: &str) {
+    let _ = INSTANCE.set(instance.to_string());
+}
+
+/// `fly-autoscaler-rs/<version>`, with ` (instance <id>)` once [`set_instance`] was called.
+pub fn user_agent() -> String {
+    match INSTANCE.get() {
+        Some(id) => format!("{USER_AGENT} (instance {id})"),
+        None => USER_AGENT.to_string(),
+    }
+}
 
 /// The moment by which a piece of work (one reconcile, one `eval`) must be done; every request
 /// made for it gets the time left as its timeout.
@@ -54,7 +71,7 @@ pub fn agent(tls: Option<TlsConfig>, redirects: Redirects) -> Agent {
         .http_status_as_error(false)
         .max_redirects(max_redirects)
         .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
-        .user_agent(USER_AGENT)
+        .user_agent(user_agent())
         .max_idle_connections_per_host(64)
         // ureq's 128 KiB per direction and pooled connection dominated memory with many
         // apps; response headers (up to 64 KiB) must still fit the input buffer.
@@ -64,7 +81,11 @@ pub fn agent(tls: Option<TlsConfig>, redirects: Redirects) -> Agent {
     if let Some(tls) = tls {
         config = config.tls_config(tls);
     }
-    config.build().new_agent()
+    Agent::with_parts(
+        config.build(),
+        ureq::unversioned::transport::DefaultConnector::new(),
+        crate::resolver::CachingResolver,
+    )
 }
 
 /// Why a request produced no response.

@@ -7,7 +7,7 @@
 //! every `app_list_refresh_interval`; a failed refresh keeps the last known list.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -21,31 +21,49 @@ use crate::wildcard;
 /// A busy app's skipped ticks are logged at most this often.
 const SKIP_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// A stop request shared by the signal handler, the scheduler and the workers.
+/// A stop request shared by the signal handler, the scheduler and the workers; it also
+/// carries nudges (a new leader wakes the scheduler).
 #[derive(Default)]
 pub struct Shutdown {
-    requested: Mutex<bool>,
+    state: Mutex<Signals>,
     wake: Condvar,
 }
 
+#[derive(Default)]
+struct Signals {
+    requested: bool,
+    nudges: u64,
+}
+
 impl Shutdown {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Signals> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn request(&self) {
-        *self.requested.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.lock().requested = true;
         self.wake.notify_all();
     }
 
     pub fn is_requested(&self) -> bool {
-        *self.requested.lock().unwrap_or_else(|e| e.into_inner())
+        self.lock().requested
     }
 
-    /// Sleeps up to `d`; returns early (true) when shutdown is requested.
+    /// Wakes every waiter without requesting shutdown.
+    pub fn nudge(&self) {
+        self.lock().nudges += 1;
+        self.wake.notify_all();
+    }
+
+    /// Sleeps up to `d`; returns early when shutdown is requested (true) or on a nudge.
     pub fn wait(&self, d: Duration) -> bool {
-        let guard = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.lock();
+        let nudges = guard.nudges;
         let (guard, _) = self
             .wake
-            .wait_timeout_while(guard, d, |stop| !*stop)
+            .wait_timeout_while(guard, d, |s| !s.requested && s.nudges == nudges)
             .unwrap_or_else(|e| e.into_inner());
-        *guard
+        guard.requested
     }
 }
 
@@ -78,6 +96,8 @@ impl Apps {
 struct Slot {
     busy: AtomicBool,
     active: AtomicBool,
+    /// The leader election's term `state` belongs to.
+    term: AtomicU64,
     state: Mutex<AppState>,
     /// When a skipped tick was last logged.
     skip_logged: Mutex<Option<Instant>>,
@@ -143,9 +163,11 @@ impl Workers {
     /// all finished in time.
     fn finish(self, grace: Duration) -> bool {
         self.jobs.close();
-        let deadline = Instant::now() + grace;
+        let deadline = Instant::now().checked_add(grace);
         for _ in 0..self.count {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             if self.done.recv_timeout(left).is_err() {
                 return false;
             }
@@ -161,7 +183,17 @@ fn run_job(job: &Job, reconciler: &Reconciler, shutdown: &Shutdown) -> bool {
         log::debug!(app = job.app.as_str(); "reconcile not started: shutting down or app removed");
         return false;
     }
-    match logging::catch_panic(|| reconciler.reconcile(&job.app, &job.slot.state)) {
+    if let Some(term) = reconciler.term() {
+        if job.slot.term.swap(term, Ordering::SeqCst) != term {
+            // Memory from before another instance led: start afresh (prefill from history).
+            job.slot
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget();
+        }
+    }
+    let ok = match logging::catch_panic(|| reconciler.reconcile(&job.app, &job.slot.state)) {
         Ok(result) => result.is_ok_and(|outcome| outcome.is_clean()),
         Err(panic) => {
             reconciler.telemetry().panicked(&job.app);
@@ -169,13 +201,19 @@ fn run_job(job: &Job, reconciler: &Reconciler, shutdown: &Shutdown) -> bool {
                 "reconciliation failed with an internal error (a bug; please report it)");
             false
         }
+    };
+    if !job.slot.active.load(Ordering::SeqCst) {
+        // The app left the list while this reconcile ran: what it just recorded goes too.
+        reconciler.telemetry().forget_app(&job.app);
     }
+    ok
 }
 
 fn new_slot() -> Arc<Slot> {
     Arc::new(Slot {
         busy: AtomicBool::new(false),
         active: AtomicBool::new(true),
+        term: AtomicU64::new(0),
         state: Mutex::new(AppState::default()),
         skip_logged: Mutex::new(None),
     })
@@ -211,7 +249,18 @@ pub fn run_once(
     for name in &names {
         workers.submit(name, &new_slot());
     }
-    let finished = workers.finish(reconciler.timeout() + Duration::from_secs(5));
+    // Each reconcile is bounded by the timeout and `concurrency` run at once, so the pass is
+    // bounded by one timeout per round of apps.
+    let rounds = u32::try_from(names.len().div_ceil(concurrency.max(1))).unwrap_or(u32::MAX);
+    let budget = reconciler
+        .timeout()
+        .saturating_mul(rounds.max(1))
+        .saturating_add(Duration::from_secs(5));
+    let finished = workers.finish(budget);
+    if !finished {
+        log::error!(apps = names.len(), waited_s = budget.as_secs();
+            "reconciles still running after every app's timeout; exiting");
+    }
     let ok = results.try_iter().filter(|(_, ok)| *ok).count();
     finished && ok == names.len()
 }
@@ -233,16 +282,24 @@ pub fn run(
     let mut next_tick = Instant::now();
     let mut next_refresh = Instant::now();
     let mut refreshed_once = false;
+    let mut was_leading = false;
     while !shutdown.is_requested() {
         telemetry.heartbeat();
+        // With leader election, only the leader refreshes and reconciles; a new leader
+        // begins at once.
+        let leading = reconciler.may_act();
+        if leading && !was_leading {
+            next_tick = Instant::now();
+        }
+        was_leading = leading;
         let now = Instant::now();
-        if now >= next_refresh || !refreshed_once {
+        if leading && (now >= next_refresh || !refreshed_once) {
             refresh(&reconciler, apps, &mut slots);
             refreshed_once = true;
             next_refresh = Instant::now() + apps.refresh_interval;
         }
         if now >= next_tick {
-            for (app, slot) in &slots {
+            for (app, slot) in slots.iter().filter(|_| leading) {
                 if !workers.submit(app, slot) {
                     telemetry.tick_skipped(app, "busy");
                     let mut logged = slot.skip_logged.lock().unwrap_or_else(|e| e.into_inner());
@@ -320,5 +377,15 @@ mod tests {
         assert!(took < Duration::from_secs(5));
         assert!(s.is_requested());
         assert!(!Shutdown::default().wait(Duration::from_millis(1)));
+        let n = Arc::new(Shutdown::default());
+        let waiter = {
+            let n = Arc::clone(&n);
+            thread::spawn(move || n.wait(Duration::from_secs(30)))
+        };
+        while !waiter.is_finished() {
+            n.nudge();
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!waiter.join().unwrap(), "a nudge wakes without stopping");
     }
 }

@@ -46,6 +46,17 @@ pub struct Reconciler {
     telemetry: Arc<Telemetry>,
     /// Whether "the window is filling" was logged (once per process).
     filling_logged: AtomicBool,
+    /// With leader election: whether this instance may act now.
+    fence: Option<Arc<dyn Fence>>,
+}
+
+/// Whether this instance may act: the leader election's lease, checked by its own clock
+/// before every cycle and before every machine action.
+pub trait Fence: Send + Sync {
+    fn holds(&self) -> bool;
+    /// How many times this instance became leader: a new term means the apps' memory is
+    /// another leader's past.
+    fn term(&self) -> u64;
 }
 
 /// One process group: its expressions and settings.
@@ -69,6 +80,15 @@ pub struct AppState {
     suspend_refused: AtomicBool,
 }
 
+impl AppState {
+    /// Forgets everything, as at start-up: a standby that becomes leader refills its
+    /// stabilization windows from history on the next reconcile instead of acting on what it
+    /// saw before another instance led.
+    pub fn forget(&mut self) {
+        *self = AppState::default();
+    }
+}
+
 #[derive(Debug, Default)]
 struct GroupState {
     /// Next position in `regions` (per app, unlike the Go program's per-worker counter).
@@ -88,6 +108,8 @@ pub enum Outcome {
     },
     /// A release is in progress; nothing was done.
     DeployInProgress,
+    /// Another instance leads (or this one's lease lapsed); nothing was done.
+    Standby,
 }
 
 impl Outcome {
@@ -99,7 +121,7 @@ impl Outcome {
                 failed_groups,
                 ..
             } => tally.failed == 0 && tally.unknown == 0 && *failed_groups == 0,
-            Outcome::DeployInProgress => true,
+            Outcome::DeployInProgress | Outcome::Standby => true,
         }
     }
 }
@@ -215,7 +237,24 @@ impl Reconciler {
             dry_run,
             telemetry,
             filling_logged: AtomicBool::new(false),
+            fence: None,
         }
+    }
+
+    /// Acts only while `fence` holds (leader election).
+    pub fn fenced_by(mut self, fence: Arc<dyn Fence>) -> Reconciler {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// Whether this instance may act now (always, without leader election).
+    pub fn may_act(&self) -> bool {
+        self.fence.as_ref().is_none_or(|f| f.holds())
+    }
+
+    /// The leader election's term, `None` without election.
+    pub fn term(&self) -> Option<u64> {
+        self.fence.as_ref().map(|f| f.term())
     }
 
     pub fn timeout(&self) -> Duration {
@@ -240,6 +279,10 @@ impl Reconciler {
 
     /// Reconciles `app` once. Errors mean nothing was changed.
     pub fn reconcile(&self, app: &str, state: &Mutex<AppState>) -> Result<Outcome, ReconcileError> {
+        if !self.may_act() {
+            self.telemetry.tick_skipped(app, "standby");
+            return Ok(Outcome::Standby);
+        }
         let started = Instant::now();
         let mut state = lock(state);
         state
@@ -250,7 +293,7 @@ impl Reconciler {
         let who = Scope { app, group: None };
         match &result {
             Ok(Outcome::DeployInProgress) => self.telemetry.tick_skipped(app, "deploy_in_progress"),
-            Ok(Outcome::Applied { .. }) => {}
+            Ok(Outcome::Applied { .. } | Outcome::Standby) => {}
             Err(e) => self.failed(who, e, started),
         }
         result
@@ -340,6 +383,7 @@ impl Reconciler {
         }
         let permits = Permits::new(self.action_concurrency);
         let suspend_refused = &state.suspend_refused;
+        let fence_closed = AtomicBool::new(false);
         let tallies: Vec<Tally> = std::thread::scope(|s| {
             let runs: Vec<_> = self
                 .groups
@@ -358,6 +402,8 @@ impl Reconciler {
                         permits: &permits,
                         machines: &machines,
                         suspend_refused,
+                        fence: self.fence.as_deref(),
+                        fence_closed: &fence_closed,
                     };
                     Some(s.spawn(move || apply.run(&p.plan.action, p.plan.shortfall())))
                 })
@@ -631,10 +677,10 @@ impl Reconciler {
 /// The Go program's `fas_reconcile_count` status for an action.
 fn action_label(action: &Action) -> &'static str {
     match action {
-        // Also a start with nothing left to start: the Go program counts the bulk start.
         Action::None | Action::NoCloneSource => "no_scale",
         Action::Create(_) => "create",
         Action::Destroy(_) => "destroy",
+        // Also a start with nothing left to start: the Go program counts the bulk start.
         Action::Start { .. } => "start",
         Action::Stop { .. } | Action::Suspend { .. } => "stop",
     }

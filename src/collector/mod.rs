@@ -1,12 +1,16 @@
 //! Metric collectors: each turns one configured source into one number per app and cycle.
 
 mod history;
+mod http;
 mod prometheus;
+mod redis;
 mod temporal;
 
 use std::fmt;
 use std::time::Duration;
 
+pub use self::http::{Aggregate, JsonPointer, check_header, parse_method};
+pub use self::redis::RedisCommand;
 pub use history::{Grid, HistoryError, fetch_grid, range_chunks};
 pub use prometheus::PrometheusClient;
 use prometheus::PrometheusCollector;
@@ -122,6 +126,12 @@ pub fn build(configs: &[CollectorConfig]) -> Result<Vec<Box<dyn Collector>>, Str
             let built: Result<Box<dyn Collector>, String> = match &c.kind {
                 CollectorKind::Prometheus => Ok(Box::new(PrometheusCollector::new(c))),
                 CollectorKind::Temporal => temporal::build(c),
+                CollectorKind::Http => {
+                    http::HttpCollector::new(c).map(|h| Box::new(h) as Box<dyn Collector>)
+                }
+                CollectorKind::Redis => {
+                    redis::RedisCollector::new(c).map(|r| Box::new(r) as Box<dyn Collector>)
+                }
                 CollectorKind::Missing | CollectorKind::Other(_) => {
                     Err(format!("invalid type: {:?}", c.kind))
                 }

@@ -45,6 +45,8 @@ fn running_query(filter: &str, app: &str) -> String {
 pub struct TemporalCollector {
     metric: String,
     base: String,
+    /// `base` without credentials, for messages.
+    shown: String,
     namespace: String,
     query: String,
     authorization: Option<String>,
@@ -63,6 +65,7 @@ impl TemporalCollector {
         }
         Ok(TemporalCollector {
             metric: c.metric_name.clone(),
+            shown: http::redact_url(&base),
             base,
             namespace: c.namespace_or_default().to_string(),
             query: c.query.clone(),
@@ -117,6 +120,17 @@ fn certificates(pem: &str, key: &str) -> Result<Vec<Certificate<'static>>, Strin
     Ok(certs)
 }
 
+/// What to change when an HTTP API URL names Temporal's gRPC port: the Go program's bare
+/// address (gRPC here too), or the HTTP API's own port.
+fn grpc_port_hint(shown: &str) -> String {
+    match shown.split_once("://") {
+        Some((scheme, host_port)) if host_port.ends_with(":7233") => format!(
+            " (7233 is Temporal's gRPC port: for gRPC, as the Go program takes it, set the address to {host_port} without {scheme}://; for the HTTP API keep {scheme}:// and use its port, 7243 by default)"
+        ),
+        _ => String::new(),
+    }
+}
+
 #[derive(Deserialize)]
 struct CountResponse {
     /// int64 in proto3 JSON is a string; a zero count is omitted entirely.
@@ -144,13 +158,9 @@ impl Collector for TemporalCollector {
         );
         let started = Instant::now();
         let fail = |kind| SourceError {
-            source: format!("temporal {} namespace {:?}", self.base, self.namespace),
+            source: format!("temporal {} namespace {:?}", self.shown, self.namespace),
             kind,
-            hint: if self.base.ends_with(":7233") {
-                " (7233 is Temporal's gRPC port; for gRPC write the address without http://, e.g. temporal:7233; the HTTP API is on port 7243 by default)".to_string()
-            } else {
-                String::new()
-            },
+            hint: grpc_port_hint(&self.shown),
         };
         let answer = |m: String| fail(SourceErrorKind::Answer(m));
         let reply = http::exchange(deadline, |timeout| {
@@ -222,6 +232,20 @@ mod tests {
             collector("http://h:1", "WorkflowType=\"$APP_NAME\"").visibility_query("my-app"),
             "ExecutionStatus=\"Running\" AND (WorkflowType=\"my-app\")"
         );
+    }
+
+    #[test]
+    fn the_grpc_port_in_a_url_says_what_to_write() {
+        assert_eq!(
+            grpc_port_hint("http://temporal:7233"),
+            " (7233 is Temporal's gRPC port: for gRPC, as the Go program takes it, set the address to temporal:7233 without http://; for the HTTP API keep http:// and use its port, 7243 by default)"
+        );
+        assert!(grpc_port_hint("https://ns.acct.tmprl.cloud:7233").contains(
+            "set the address to ns.acct.tmprl.cloud:7233 without https://; for the HTTP API keep https://"
+        ));
+        assert_eq!(grpc_port_hint("http://temporal:7243"), "");
+        let with_password = collector("http://user:secret@temporal:7233", "");
+        assert_eq!(with_password.shown, "http://temporal:7233");
     }
 
     #[test]

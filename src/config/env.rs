@@ -29,6 +29,8 @@ impl Config {
             process_group: nonempty(env, "FAS_PROCESS_GROUP"),
             group: group_from_env(env)?,
             api_token: Secret::new(var("FAS_API_TOKEN")),
+            leader_election_url: Secret::new(var("FAS_LEADER_ELECTION_URL")),
+            leader_election_key: var("FAS_LEADER_ELECTION_KEY"),
             ..Config::default()
         };
         for (name, slot) in [
@@ -40,7 +42,7 @@ impl Config {
                 *slot = parse_env_int(&v, name)?.clamp(1, u32::MAX as i64) as usize;
             }
         }
-        let durations: [(&'static str, &mut Duration); 4] = [
+        let durations: [(&'static str, &mut Duration); 5] = [
             ("FAS_INTERVAL", &mut c.interval),
             ("FAS_TIMEOUT", &mut c.timeout),
             (
@@ -51,6 +53,7 @@ impl Config {
                 "FAS_DEPLOY_GUARD_FAIL_OPEN_AFTER",
                 &mut c.deploy_guard_fail_open_after,
             ),
+            ("FAS_LEADER_ELECTION_TTL", &mut c.leader_election_ttl),
         ];
         for (name, slot) in durations {
             if let Some(d) = parse_var(env, name, "duration", parse_positive)? {

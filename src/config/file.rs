@@ -90,6 +90,9 @@ file_structs! {
         deploy_guard_fail_open_after: GoDuration,
         max_machines: Count,
         time_offset: Parsed<TimeOffset>,
+        leader_election_url: String,
+        leader_election_key: String,
+        leader_election_ttl: GoDuration,
     }
 }
 
@@ -107,6 +110,13 @@ struct FileCollector {
     key_data: Option<String>,
     ca_data: Option<String>,
     api_key: Option<String>,
+    url: Option<String>,
+    method: Option<String>,
+    body: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    json_pointer: Option<String>,
+    aggregate: Option<String>,
+    commands: Option<Vec<String>>,
 }
 
 /// Config files larger than this are refused before parsing (a real one is a few KB).
@@ -227,6 +237,7 @@ impl FileConfig {
             (self.metrics_addr, &mut c.metrics_addr),
             (self.flaps_base_url, &mut c.flaps_base_url),
             (self.api_base_url, &mut c.api_base_url),
+            (self.leader_election_key, &mut c.leader_election_key),
         ] {
             if let Some(v) = value {
                 *slot = v;
@@ -246,6 +257,7 @@ impl FileConfig {
                 self.deploy_guard_fail_open_after,
                 &mut c.deploy_guard_fail_open_after,
             ),
+            (self.leader_election_ttl, &mut c.leader_election_ttl),
         ] {
             if let Some(GoDuration(d)) = value {
                 *slot = d;
@@ -270,6 +282,9 @@ impl FileConfig {
         }
         if let Some(token) = self.api_token {
             c.api_token = Secret::new(token);
+        }
+        if let Some(url) = self.leader_election_url {
+            c.leader_election_url = Secret::new(url);
         }
         if let Some(Parsed(f)) = self.log_format {
             c.log_format = f;
@@ -383,6 +398,18 @@ impl FileCollector {
             key_data: Secret::new(s(self.key_data)),
             ca_data: s(self.ca_data),
             api_key: Secret::new(s(self.api_key)),
+            url: Secret::new(s(self.url)),
+            method: s(self.method),
+            body: s(self.body),
+            headers: self
+                .headers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, value)| (name, Secret::new(value)))
+                .collect(),
+            json_pointer: s(self.json_pointer),
+            aggregate: s(self.aggregate),
+            commands: self.commands.unwrap_or_default(),
         }
     }
 }

@@ -24,6 +24,7 @@ pub const DEFAULT_API_BASE_URL: &str = "https://api.fly.io";
 pub const DEFAULT_DEPLOY_GUARD_FAIL_OPEN_AFTER: Duration = Duration::from_secs(300);
 pub const DEFAULT_TEMPORAL_NAMESPACE: &str = "default";
 pub const DEFAULT_MAX_MACHINES: usize = 1000;
+pub const DEFAULT_LEADER_ELECTION_TTL: Duration = Duration::from_secs(15);
 
 /// Everything the autoscaler is told, after environment and file are merged.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +57,11 @@ pub struct Config {
     pub max_machines: usize,
     /// `time-offset`: the zone of the expressions' time variables, seconds east of UTC.
     pub time_offset: i32,
+    /// `leader-election-url`: the Redis holding the lock (empty = no election).
+    pub leader_election_url: Secret,
+    /// `leader-election-key` (empty = derived from org and app name, see `leader_key`).
+    pub leader_election_key: String,
+    pub leader_election_ttl: Duration,
 }
 
 /// The keys one process group may set.
@@ -217,6 +223,10 @@ pub enum CollectorKind {
     Missing,
     Prometheus,
     Temporal,
+    /// Any JSON endpoint: a value picked with a JSON pointer.
+    Http,
+    /// Counting commands on a Redis server.
+    Redis,
     /// Anything else, as written (reported by validation).
     Other(String),
 }
@@ -228,6 +238,8 @@ impl CollectorKind {
             CollectorKind::Missing => "",
             CollectorKind::Prometheus => "prometheus",
             CollectorKind::Temporal => "temporal",
+            CollectorKind::Http => "http",
+            CollectorKind::Redis => "redis",
             CollectorKind::Other(s) => s,
         }
     }
@@ -237,6 +249,8 @@ impl CollectorKind {
             "" => CollectorKind::Missing,
             "prometheus" => CollectorKind::Prometheus,
             "temporal" => CollectorKind::Temporal,
+            "http" => CollectorKind::Http,
+            "redis" => CollectorKind::Redis,
             other => CollectorKind::Other(other.to_string()),
         }
     }
@@ -255,6 +269,19 @@ pub struct CollectorConfig {
     pub key_data: Secret,
     pub ca_data: String,
     pub api_key: Secret,
+    /// `url` of `http` and `redis`: secret, as it may carry a password or an API key.
+    pub url: Secret,
+    /// `method` of `http` (empty = GET).
+    pub method: String,
+    /// `body` of an `http` POST.
+    pub body: String,
+    /// `headers` of `http`: names as written, values secret.
+    pub headers: Vec<(String, Secret)>,
+    pub json_pointer: String,
+    /// `aggregate` of `http` (empty = sum).
+    pub aggregate: String,
+    /// `commands` of `redis`, as written.
+    pub commands: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,6 +410,9 @@ impl Default for Config {
             deploy_guard_fail_open_after: DEFAULT_DEPLOY_GUARD_FAIL_OPEN_AFTER,
             max_machines: DEFAULT_MAX_MACHINES,
             time_offset: 0,
+            leader_election_url: Secret::default(),
+            leader_election_key: String::new(),
+            leader_election_ttl: DEFAULT_LEADER_ELECTION_TTL,
         }
     }
 }
@@ -439,6 +469,16 @@ impl Config {
     /// Whether `app-name` is a pattern over the organization's apps.
     pub fn is_wildcard(&self) -> bool {
         self.app_name.contains('*')
+    }
+
+    /// The leader election's lock key: `leader-election-key`, else one per organization and
+    /// app-name, so two autoscalers of different apps never share a lock.
+    pub fn leader_key(&self) -> String {
+        if self.leader_election_key.is_empty() {
+            format!("fly-autoscaler:leader:{}:{}", self.org, self.app_name)
+        } else {
+            self.leader_election_key.clone()
+        }
     }
 
     /// The process groups to scale, each with its settings: the `process_groups`, else the

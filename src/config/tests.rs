@@ -882,3 +882,152 @@ fn oversized_and_deeply_nested_files_are_refused_before_parsing() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A config with the one group's count set and `yaml` on top.
+fn with_yaml(yaml: &str, pairs: &[(&str, &str)]) -> Result<Config, String> {
+    let mut c = Config {
+        app_name: "my-app".into(),
+        org: "my-org".into(),
+        ..Config::default()
+    };
+    c.group.started_machine_count = "1".into();
+    overlay(&mut c, yaml, pairs)?;
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+#[test]
+fn http_and_redis_collectors_from_the_file() {
+    let yaml = r#"
+metric-collectors:
+  - type: http
+    metric-name: pending
+    url: http://nats.internal:8222/jsz?consumers=true
+    method: post
+    body: '{"app": "$APP_NAME"}'
+    headers: {Authorization: "Bearer ${CI_TOKEN}"}
+    json-pointer: /account_details/*/num_pending
+    aggregate: max
+  - type: redis
+    metric-name: queue_depth
+    url: ${REDIS_URL}
+    commands: [LLEN queue:$APP_NAME, "zcard delayed"]
+"#;
+    let c = with_yaml(
+        yaml,
+        &[
+            ("CI_TOKEN", "tok3n"),
+            ("REDIS_URL", "redis://u:pw@r:6379/1"),
+        ],
+    )
+    .unwrap();
+    let h = &c.metric_collectors[0];
+    assert_eq!(h.kind, CollectorKind::Http);
+    assert_eq!(
+        h.url.expose(),
+        "http://nats.internal:8222/jsz?consumers=true"
+    );
+    assert_eq!(h.method, "post");
+    assert_eq!(
+        h.body, r#"{"app": "$APP_NAME"}"#,
+        "APP_NAME is left for collection time"
+    );
+    assert_eq!(h.headers[0].0, "Authorization");
+    assert_eq!(h.headers[0].1.expose(), "Bearer tok3n");
+    assert_eq!(h.aggregate, "max");
+    let r = &c.metric_collectors[1];
+    assert_eq!(r.kind, CollectorKind::Redis);
+    assert_eq!(r.url.expose(), "redis://u:pw@r:6379/1");
+    assert_eq!(r.commands, ["LLEN queue:$APP_NAME", "zcard delayed"]);
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains("tok3n") && !shown.contains(":pw@"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn http_and_redis_mistakes_are_one_line_each() {
+    let bad = |collector: &str| {
+        let yaml = format!("metric-collectors:\n  - metric-name: m\n{collector}");
+        with_yaml(&yaml, &[]).unwrap_err()
+    };
+    let http = "    type: http\n    url: http://h/x\n";
+    let err = bad(http);
+    assert!(err.contains("json-pointer required"), "{err}");
+    let err = bad(&format!("{http}    json-pointer: jobs\n"));
+    assert!(
+        err.contains("invalid json-pointer \"jobs\"") && err.contains("start with /"),
+        "{err}"
+    );
+    let err = bad(&format!("{http}    json-pointer: /a\n    aggregate: avg\n"));
+    assert!(err.contains("invalid aggregate \"avg\""), "{err}");
+    let err = bad(&format!("{http}    json-pointer: /a\n    body: x\n"));
+    assert!(err.contains("body is set for a GET request"), "{err}");
+    let err = bad("    type: http\n    url: ftp://h?key=s3cret\n    json-pointer: /a\n");
+    assert!(
+        err.contains("invalid http url") && !err.contains("s3cret"),
+        "{err}"
+    );
+    let err = bad(&format!(
+        "{http}    json-pointer: /a\n    headers: {{\"X Y\": v}}\n"
+    ));
+    assert!(err.contains("invalid header \"X Y\""), "{err}");
+    let err = bad("    type: http\n    address: http://h\n");
+    assert!(err.contains("address is not a key of type http"), "{err}");
+
+    let redis = "    type: redis\n    url: redis://:s3cret@h:6379\n";
+    let err = bad(redis);
+    assert!(err.contains("redis commands required"), "{err}");
+    let err = bad(&format!("{redis}    commands: [DEL queue]\n"));
+    assert!(
+        err.contains("invalid commands[0] \"DEL queue\"") && err.contains("not an allowed command"),
+        "{err}"
+    );
+    let err = bad("    type: redis\n    url: http://:s3cret@h\n    commands: [DBSIZE]\n");
+    assert!(
+        err.contains("invalid redis url") && !err.contains("s3cret"),
+        "{err}"
+    );
+    let err = bad(&format!("{redis}    commands: [DBSIZE]\n    ca-data: x\n"));
+    assert!(err.contains("ca-data is set for a redis:// url"), "{err}");
+    for err in [bad(redis), bad("    type: http\n")] {
+        assert!(!err.contains('\n'), "{err}");
+    }
+}
+
+#[test]
+fn leader_election_keys() {
+    let c = with_yaml("leader-election-url: redis://:pw@lock:6379\n", &[]).unwrap();
+    assert_eq!(c.leader_election_ttl, DEFAULT_LEADER_ELECTION_TTL);
+    assert_eq!(c.leader_key(), "fly-autoscaler:leader:my-org:my-app");
+    let c = with_yaml(
+        "leader-election-url: rediss://lock\nleader-election-key: k\nleader-election-ttl: 3s\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.leader_key().as_str(), c.leader_election_ttl),
+        ("k", Duration::from_secs(3))
+    );
+    let err = with_yaml(
+        "leader-election-url: redis://lock\nleader-election-ttl: 1s\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("leader-election-ttl 1s is too short") && err.contains("at least 2s"));
+    let err = with_yaml("leader-election-url: http://:pw@lock\n", &[]).unwrap_err();
+    assert!(
+        err.contains("invalid leader-election-url") && !err.contains("pw"),
+        "{err}"
+    );
+    let env = from_env(&[
+        ("FAS_LEADER_ELECTION_URL", "redis://lock"),
+        ("FAS_LEADER_ELECTION_KEY", "key"),
+        ("FAS_LEADER_ELECTION_TTL", "4s"),
+    ])
+    .unwrap();
+    assert_eq!(env.leader_election_url.expose(), "redis://lock");
+    assert_eq!(env.leader_election_key, "key");
+    assert_eq!(env.leader_election_ttl, Duration::from_secs(4));
+}

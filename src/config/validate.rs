@@ -7,12 +7,16 @@ use std::time::Duration;
 use super::{
     CollectorConfig, CollectorKind, Config, ConfigError, Count, GroupConfig, InitialState, Step,
 };
+use crate::collector;
 use crate::duration::format_go;
 use crate::machines::MAX_LISTED_MACHINES;
+use crate::redis_client;
 
 /// Bounds on the worker pools: one thread each, so a typo must not become 100,000 threads.
 const MAX_CONCURRENCY: usize = 1024;
 const MAX_ACTION_CONCURRENCY: usize = 64;
+/// A shorter lease leaves no room for a renewal that takes a moment.
+const MIN_LEADER_TTL: Duration = Duration::from_secs(2);
 /// Below this an interval burns CPU and a timeout fails every request.
 const MIN_PERIOD: Duration = Duration::from_millis(100);
 /// Stabilization windows: Kubernetes HPA's limit too.
@@ -79,7 +83,30 @@ impl Config {
                 ));
             }
         }
+        self.validate_leader_election()?;
         self.validate_limits()
+    }
+
+    fn validate_leader_election(&self) -> Result<(), ConfigError> {
+        let url = self.leader_election_url.expose();
+        if url.is_empty() {
+            return Ok(());
+        }
+        redis_client::check_url(url)
+            .map_err(|e| invalid("invalid leader-election-url (FAS_LEADER_ELECTION_URL)", e))?;
+        if self.leader_election_ttl < MIN_LEADER_TTL {
+            return Err(invalid(
+                format!(
+                    "leader-election-ttl {} is too short",
+                    format_go(self.leader_election_ttl)
+                ),
+                format!(
+                    "set leader-election-ttl (FAS_LEADER_ELECTION_TTL) to at least {}",
+                    format_go(MIN_LEADER_TTL)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Bounds the Go program lacked: pools, periods and the machine bound.
@@ -273,7 +300,10 @@ impl CollectorConfig {
             );
         }
         match &self.kind {
-            CollectorKind::Missing => fail("type required", "set type to prometheus or temporal"),
+            CollectorKind::Missing => fail(
+                "type required",
+                "set type to prometheus, temporal, http or redis",
+            ),
             CollectorKind::Prometheus => {
                 if self.address.is_empty() {
                     return fail(
@@ -312,11 +342,114 @@ impl CollectorConfig {
                 }
                 Ok(())
             }
+            CollectorKind::Http => self.validate_http(),
+            CollectorKind::Redis => self.validate_redis(),
             CollectorKind::Other(other) => Err((
                 format!("invalid type: {other:?}"),
-                "use prometheus or temporal".to_string(),
+                "use prometheus, temporal, http or redis".to_string(),
             )),
         }
+    }
+}
+
+impl CollectorConfig {
+    /// Keys of another type that a user may write for `url`.
+    fn refuse_other_keys(&self) -> Result<(), (String, String)> {
+        let kind = self.kind.as_str();
+        if !self.address.is_empty() {
+            return Err((
+                format!("address is not a key of type {kind}"),
+                "write the endpoint as url".to_string(),
+            ));
+        }
+        if !self.query.is_empty() {
+            return Err((
+                format!("query is not a key of type {kind}"),
+                match self.kind {
+                    CollectorKind::Redis => "write the commands as commands: [LLEN queue]",
+                    _ => "pick the value with json-pointer",
+                }
+                .to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_http(&self) -> Result<(), (String, String)> {
+        self.refuse_other_keys()?;
+        let url = self.url.expose();
+        if url.is_empty() {
+            return Err((
+                "http url required".to_string(),
+                "set url, e.g. http://nats.internal:8222/jsz?consumers=true".to_string(),
+            ));
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            // The URL is not shown: it may carry a key in its query string.
+            return Err((
+                "invalid http url".to_string(),
+                "url must start with http:// or https://".to_string(),
+            ));
+        }
+        let method = collector::parse_method(&self.method)
+            .map_err(|e| (format!("invalid method {:?}", self.method), e))?;
+        if method == "GET" && !self.body.is_empty() {
+            return Err((
+                "body is set for a GET request".to_string(),
+                "set method: POST to send it, or remove body".to_string(),
+            ));
+        }
+        for (name, value) in &self.headers {
+            collector::check_header(name, value).map_err(|e| {
+                (
+                    format!("invalid header {name:?}"),
+                    format!("{e}; header values are sent as written"),
+                )
+            })?;
+        }
+        if self.json_pointer.is_empty() {
+            return Err((
+                "json-pointer required".to_string(),
+                "set json-pointer to the value to read, e.g. /jobs/scheduled (RFC 6901; * matches every element)".to_string(),
+            ));
+        }
+        collector::JsonPointer::parse(&self.json_pointer)
+            .map_err(|e| (format!("invalid json-pointer {:?}", self.json_pointer), e))?;
+        collector::Aggregate::parse(&self.aggregate)
+            .map_err(|e| (format!("invalid aggregate {:?}", self.aggregate), e))?;
+        Ok(())
+    }
+
+    fn validate_redis(&self) -> Result<(), (String, String)> {
+        self.refuse_other_keys()?;
+        let url = self.url.expose();
+        if url.is_empty() {
+            return Err((
+                "redis url required".to_string(),
+                "set url, e.g. redis://default:password@my-redis.upstash.io:6379 or ${REDIS_URL}"
+                    .to_string(),
+            ));
+        }
+        // The URL is never shown: it holds the password.
+        redis_client::check_url(url).map_err(|e| ("invalid redis url".to_string(), e))?;
+        if self.commands.is_empty() {
+            return Err((
+                "redis commands required".to_string(),
+                "set commands to one or more counting commands, e.g. [LLEN queue:default]"
+                    .to_string(),
+            ));
+        }
+        for (i, command) in self.commands.iter().enumerate() {
+            collector::RedisCommand::parse(command)
+                .map_err(|e| (format!("invalid commands[{i}] {command:?}"), e))?;
+        }
+        if !self.ca_data.trim().is_empty() && !url.starts_with("rediss://") {
+            return Err((
+                "ca-data is set for a redis:// url".to_string(),
+                "use rediss:// (TLS) for ca-data to apply, or remove ca-data".to_string(),
+            ));
+        }
+        Ok(())
     }
 }
 

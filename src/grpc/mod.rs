@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::Deadline;
 
-pub use tls::TlsFiles;
+pub use tls::{TlsFiles, certificates as pem_certificates};
 
 /// Response messages larger than this are refused (gRPC's default receive limit).
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;

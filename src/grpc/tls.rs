@@ -52,7 +52,7 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-fn certificates(pem: &str, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn certificates(pem: &str, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use super::platform::{Change, Platform};
-use super::{Scope, lock};
+use super::{Fence, Scope, lock};
 use crate::http::Deadline;
 use crate::plan::{Action, Launches};
 use crate::telemetry::{MachineOp, OpStatus, Telemetry};
@@ -28,6 +28,8 @@ pub(super) enum Done {
     No,
     /// The machine could not be read back: it must not be replaced by another one.
     Unknown,
+    /// Not sent: the leader election's lease is gone. No further item is begun.
+    Fenced,
 }
 
 impl From<Done> for OpStatus {
@@ -35,7 +37,7 @@ impl From<Done> for OpStatus {
         match d {
             Done::Yes => OpStatus::Ok,
             Done::No => OpStatus::Failed,
-            Done::Unknown => OpStatus::Unknown,
+            Done::Unknown | Done::Fenced => OpStatus::Unknown,
         }
     }
 }
@@ -82,6 +84,10 @@ pub(super) struct Apply<'a> {
     pub machines: &'a [Machine],
     /// Set when a refused suspend was replaced by a stop (warned once per app).
     pub suspend_refused: &'a AtomicBool,
+    /// With leader election, asked before every machine action.
+    pub fence: Option<&'a dyn Fence>,
+    /// Set when the fence stopped an action (warned once per app).
+    pub fence_closed: &'a AtomicBool,
 }
 
 impl Apply<'_> {
@@ -135,6 +141,18 @@ impl Apply<'_> {
         tally
     }
 
+    /// Whether an action may be sent now; warns once when the lease is gone.
+    fn may_act(&self) -> bool {
+        if self.fence.is_none_or(|f| f.holds()) {
+            return true;
+        }
+        if !self.fence_closed.swap(true, Ordering::SeqCst) {
+            log::warn!(app = self.who.app, process_group = self.who.group;
+                "leader lease no longer valid by this instance's clock: no further machine actions");
+        }
+        false
+    }
+
     fn create(&self, launches: &Launches) -> Tally {
         let (app, group) = (self.who.app, self.who.group);
         let requests: Vec<_> = launches.requests().collect();
@@ -144,6 +162,9 @@ impl Apply<'_> {
             Mode::StopOnFailure,
             self.permits,
             |request| {
+                if !self.may_act() {
+                    return Done::Fenced;
+                }
                 let result = self.platform.create(app, *request, self.deadline);
                 match &result {
                     Ok(created) => {
@@ -165,6 +186,9 @@ impl Apply<'_> {
     /// answer, or an answer such as 412 that says the machine is not where it was), the
     /// machine is read back and counted as what it really is.
     fn change(&self, change: Change, id: &str) -> Done {
+        if !self.may_act() {
+            return Done::Fenced;
+        }
         let done = match self.platform.act(self.who.app, change, id, self.deadline) {
             Ok(()) => Done::Yes,
             Err(e) => self.settle(change, id, &e),
@@ -177,6 +201,9 @@ impl Apply<'_> {
     /// throw its snapshot away.
     fn suspend(&self, id: &str) -> Done {
         let (app, group) = (self.who.app, self.who.group);
+        if !self.may_act() {
+            return Done::Fenced;
+        }
         let done = match self.platform.act(app, Change::Suspend, id, self.deadline) {
             Ok(()) => Done::Yes,
             Err(e) if e.is_refused() => match self.platform.get(app, id, self.deadline) {
@@ -299,6 +326,7 @@ pub(super) fn bulk<T: Sync>(
         next: usize,
         in_flight: usize,
         tally: Tally,
+        fenced: bool,
     }
     let limit = if mode == Mode::ReplaceFailures {
         items.len()
@@ -309,7 +337,8 @@ pub(super) fn bulk<T: Sync>(
     let take = || {
         let mut p = lock(&progress);
         let t = p.tally;
-        let stop = p.next >= limit
+        let stop = p.fenced
+            || p.next >= limit
             || t.ok + t.unknown + p.in_flight >= needed
             || (mode == Mode::StopOnFailure && t.failed + t.unknown > 0);
         if stop {
@@ -331,6 +360,7 @@ pub(super) fn bulk<T: Sync>(
                         Done::Yes => p.tally.ok += 1,
                         Done::No => p.tally.failed += 1,
                         Done::Unknown => p.tally.unknown += 1,
+                        Done::Fenced => p.fenced = true,
                     }
                 }
             });

@@ -777,3 +777,88 @@ fn fallback_counts_while_metrics_fail() {
             .contains("fas_fallback_active{app=\"a\"} 0")
     );
 }
+
+/// A lease that holds for `checks` more checks, then is gone.
+struct Lease {
+    checks: std::sync::atomic::AtomicUsize,
+}
+
+impl Fence for Lease {
+    fn holds(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.checks
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn term(&self) -> u64 {
+        1
+    }
+}
+
+fn fenced(fake: &Arc<Fake>, checks: usize) -> Reconciler {
+    let config = Config {
+        metric_collectors: vec![collector("q")],
+        ..started_count("q")
+    };
+    reconciler(fake, config).fenced_by(Arc::new(Lease {
+        checks: checks.into(),
+    }))
+}
+
+#[test]
+fn the_fence_is_asked_before_the_cycle_and_every_action() {
+    let fake = Arc::new(Fake::default());
+    for id in ["1", "2", "3"] {
+        fake.machine(id, "stopped");
+    }
+    metric(&fake, "q", 3.0);
+    let state = Mutex::new(AppState::default());
+    let standby = fenced(&fake, 0).reconcile("a", &state).unwrap();
+    assert_eq!(standby, Outcome::Standby);
+    assert!(fake.calls().is_empty(), "a standby lists nothing");
+
+    // The lease holds for the cycle's check and one action, then lapses mid-apply.
+    let lapsing = fenced(&fake, 2).reconcile("a", &state).unwrap();
+    let starts = fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("start"))
+        .count();
+    assert_eq!(
+        starts,
+        1,
+        "no action after the lease lapsed: {:?}",
+        fake.calls()
+    );
+    assert!(
+        matches!(
+            lapsing,
+            Outcome::Applied {
+                tally: Tally {
+                    ok: 1,
+                    failed: 0,
+                    unknown: 0
+                },
+                ..
+            }
+        ),
+        "{lapsing:?}"
+    );
+}
+
+#[test]
+fn forget_starts_the_memory_afresh() {
+    let fake = Arc::new(Fake::default());
+    fake.machine("1", "started");
+    metric(&fake, "q", 1.0);
+    let state = Mutex::new(AppState::default());
+    fenced(&fake, 10).reconcile("a", &state).unwrap();
+    assert!(state.lock().unwrap().prefilled);
+    state.lock().unwrap().forget();
+    let s = state.lock().unwrap();
+    assert!(
+        !s.prefilled && s.groups.is_empty(),
+        "the next reconcile prefills again"
+    );
+}

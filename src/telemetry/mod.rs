@@ -12,7 +12,7 @@ mod server;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use server::MetricsServer;
@@ -33,7 +33,9 @@ struct Family {
     name: &'static str,
     help: &'static str,
     kind: Kind,
-    series: BTreeMap<Vec<(&'static str, String)>, f64>,
+    /// By label set, rendered as in the exposition (`app="a",state="started"`), so an update
+    /// of an existing series allocates nothing and rendering copies it as it is.
+    series: BTreeMap<String, f64>,
 }
 
 /// A machine operation, for the per-machine counters.
@@ -115,7 +117,12 @@ pub struct Telemetry {
     started: Instant,
     /// Milliseconds since `started` when the scheduler last proved it is alive.
     heartbeat_ms: AtomicU64,
+    /// With leader election: [`ROLE_LEADER`] or [`ROLE_STANDBY`]; 0 without.
+    role: AtomicU8,
 }
+
+const ROLE_LEADER: u8 = 1;
+const ROLE_STANDBY: u8 = 2;
 
 #[derive(Default)]
 struct Histogram {
@@ -139,6 +146,8 @@ const MACHINES: &str = "fas_machines";
 const APPS: &str = "fas_managed_apps";
 const SKIPPED_MACHINES: &str = "fas_skipped_machines";
 const PANICS: &str = "fas_panics_total";
+const LEADER: &str = "fas_leader";
+const LEADER_CHANGES: &str = "fas_leader_changes_total";
 
 impl Default for Telemetry {
     fn default() -> Self {
@@ -226,6 +235,16 @@ impl Telemetry {
                 Kind::Counter,
                 "Reconciles that ended in an internal error (a bug); the app is tried again next tick.",
             ),
+            family(
+                LEADER,
+                Kind::Gauge,
+                "1 while this instance holds the leader election's lock and may act, else 0 (leader election only).",
+            ),
+            family(
+                LEADER_CHANGES,
+                Kind::Counter,
+                "Times this instance became leader or standby (leader election only).",
+            ),
         ];
         // The Go program exported these from start-up, at zero.
         for (name, statuses) in [
@@ -241,7 +260,7 @@ impl Telemetry {
                 .find(|f| f.name == name)
                 .expect("declared above");
             for s in statuses {
-                f.series.insert(vec![("status", s.to_string())], 0.0);
+                f.series.insert(format!("status=\"{s}\""), 0.0);
             }
         }
         Telemetry {
@@ -249,15 +268,41 @@ impl Telemetry {
             durations: Mutex::new(Histogram::default()),
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
+            role: AtomicU8::new(0),
+        }
+    }
+
+    /// This instance's role in the leader election; `changed` counts a change of role.
+    pub fn leader(&self, leading: bool, changed: bool) {
+        let role = if leading { ROLE_LEADER } else { ROLE_STANDBY };
+        self.role.store(role, Ordering::Relaxed);
+        self.set(LEADER, &[], f64::from(u8::from(leading)));
+        self.update(LEADER_CHANGES, &[], |v| *v += f64::from(u8::from(changed)));
+    }
+
+    /// `leader` or `standby` with leader election, `None` without.
+    pub fn role(&self) -> Option<&'static str> {
+        match self.role.load(Ordering::Relaxed) {
+            ROLE_LEADER => Some("leader"),
+            ROLE_STANDBY => Some("standby"),
+            _ => None,
         }
     }
 
     fn update(&self, name: &str, labels: &[(&'static str, &str)], f: impl FnOnce(&mut f64)) {
-        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(family) = families.iter_mut().find(|x| x.name == name) {
-            let key = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
-            f(family.series.entry(key).or_insert(0.0));
-        }
+        with_key(labels, |key| {
+            let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(family) = families.iter_mut().find(|x| x.name == name) {
+                match family.series.get_mut(key) {
+                    Some(value) => f(value),
+                    None => {
+                        let mut value = 0.0;
+                        f(&mut value);
+                        family.series.insert(key.to_string(), value);
+                    }
+                }
+            }
+        });
     }
 
     fn inc(&self, name: &str, labels: &[(&'static str, &str)]) {
@@ -368,21 +413,25 @@ impl Telemetry {
     }
 
     fn remove(&self, name: &str, labels: &[(&'static str, &str)]) {
-        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(family) = families.iter_mut().find(|x| x.name == name) {
-            let key: Vec<(&'static str, String)> =
-                labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
-            family.series.remove(&key);
-        }
+        with_key(labels, |key| {
+            let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(family) = families.iter_mut().find(|x| x.name == name) {
+                family.series.remove(key);
+            }
+        });
     }
 
-    /// Drops every series of an app that is no longer managed.
+    /// Drops every series of an app that is no longer managed (`app` is always the first
+    /// label of a per-app series).
     pub fn forget_app(&self, app: &str) {
+        let mut prefix = String::new();
+        render_labels(&mut prefix, &[("app", app)]);
         let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         for family in families.iter_mut() {
-            family
-                .series
-                .retain(|labels, _| !labels.iter().any(|(k, v)| *k == "app" && v == app));
+            family.series.retain(|key, _| {
+                !key.strip_prefix(&prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(','))
+            });
         }
     }
 
@@ -411,7 +460,11 @@ impl Telemetry {
                 };
                 header(&mut out, f.name, f.help, kind);
                 for (labels, value) in &f.series {
-                    sample(&mut out, f.name, labels, *value);
+                    out.push_str(f.name);
+                    if !labels.is_empty() {
+                        let _ = write!(out, "{{{labels}}}");
+                    }
+                    let _ = writeln!(out, " {}", format_value(*value));
                 }
             }
         }
@@ -437,12 +490,15 @@ impl Telemetry {
             "Version of the running autoscaler.",
             "gauge",
         );
-        let _ = writeln!(
-            out,
-            "fas_build_info{{version=\"{}\",commit=\"{}\"}} 1",
-            escape(env!("CARGO_PKG_VERSION")),
-            escape(option_env!("FAS_COMMIT").unwrap_or("unknown"))
+        out.push_str("fas_build_info{");
+        render_labels(
+            &mut out,
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", option_env!("FAS_COMMIT").unwrap_or("unknown")),
+            ],
         );
+        out.push_str("} 1\n");
         header(
             &mut out,
             "fas_uptime_seconds",
@@ -464,26 +520,37 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn sample(out: &mut String, name: &str, labels: &[(&'static str, String)], value: f64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{k}=\"{}\"", escape(v));
-        }
-        out.push('}');
+/// Calls `f` with the rendered label set, built in a reused per-thread buffer.
+fn with_key<T>(labels: &[(&'static str, &str)], f: impl FnOnce(&str) -> T) -> T {
+    thread_local! {
+        static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
-    let _ = writeln!(out, " {}", format_value(value));
+    KEY.with(|key| {
+        let mut key = key.borrow_mut();
+        key.clear();
+        render_labels(&mut key, labels);
+        f(&key)
+    })
 }
 
-/// Label-value escaping of the text format: backslash, quote and newline only.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// `k="v",k2="v2"`, values escaped as the text format wants: backslash, quote and newline.
+fn render_labels(out: &mut String, labels: &[(&'static str, &str)]) {
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
 }
 
 fn format_value(v: f64) -> String {

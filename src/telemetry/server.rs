@@ -147,8 +147,13 @@ fn serve(
             let path = target.split('?').next().unwrap_or("");
             match (method, path) {
                 ("GET", "/metrics") => (200, telemetry.render(), CONTENT_TYPE),
+                // Leader and standby are both healthy: a standby is ready to take over.
                 ("GET", "/healthz") if telemetry.is_alive(health_max_age) => {
-                    (200, "ok\n".to_string(), "text/plain; charset=utf-8")
+                    let body = match telemetry.role() {
+                        Some(role) => format!("ok {role}\n"),
+                        None => "ok\n".to_string(),
+                    };
+                    (200, body, "text/plain; charset=utf-8")
                 }
                 ("GET", "/healthz") => (
                     503,

@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flysim::harness::{self, Daemon, History, MetricsEndpoint, Output, Prometheus, log_field};
-use flysim::{Fault, FaultRule, MachineSpec, RecordedRequest, Simulator};
+use flysim::{Fault, FaultRule, RecordedRequest, Simulator};
 
-use crate::support::{self, Live, SETTLE, Serve, pairs};
+use crate::support::{self, Live, SETTLE, Serve, pairs, seed};
 
 const QUERY: &str = r#"sum(q{app="$APP_NAME"})"#;
 
@@ -43,14 +43,6 @@ fn once(
 ) -> Output {
     let env = env(sim, prom, app, extra);
     support::run(&[&["serve", "-once"][..], args].concat(), &pairs(&env))
-}
-
-fn seed(sim: &Simulator, app: &str, states: &[&str]) -> Vec<String> {
-    sim.add_app("my-org", app);
-    states
-        .iter()
-        .map(|s| sim.add_machine(app, MachineSpec::new(s)))
-        .collect()
 }
 
 /// `POST …/machines/{id}/{verb}` requests for `app`, as the ids they address.

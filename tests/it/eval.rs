@@ -314,3 +314,166 @@ fn scalar_result_and_get_fallback_and_token_rules() {
         post.body
     );
 }
+
+/// Go (expr-lang) expressions as a Go config has them — every operator, precedence,
+/// associativity, nesting, comments — evaluated by `eval` with variables from a real
+/// Prometheus, against values computed here. Each expression is `started.min`, and
+/// `(expr) * 1000 + 100000` is `started.max`, so the sign and three decimals show through the
+/// result rules (rounding half away from zero, negative → 0).
+#[test]
+fn go_expressions_with_variables_from_a_real_prometheus() {
+    let (q, z, h, n) = (35.0_f64, 0.0_f64, 0.5_f64, -3.0_f64);
+    let endpoint = MetricsEndpoint::start();
+    for (series, value) in [("queue_depth", q), ("idle", z), ("half", h), ("drift", n)] {
+        endpoint.set(series, value);
+    }
+    let prom = Prometheus::start(&[&endpoint.addr()]);
+    prom.wait_for(
+        "count({__name__=~\"queue_depth|idle|half|drift\"})",
+        |v| v == 4.0,
+        Duration::from_secs(30),
+    );
+    let dir = TempDir::new("go-expressions");
+    let collector = |name: &str, series: &str| {
+        format!(
+            "  - type: prometheus\n    metric-name: {name}\n    address: \"{}\"\n    query: \"sum({series})\"\n",
+            prom.url()
+        )
+    };
+    let config = dir.write(
+        "fas.yml",
+        &format!(
+            "app-name: my-app\nmetric-collectors:\n{}{}{}{}",
+            collector("q", "queue_depth"),
+            collector("z", "idle"),
+            collector("h", "half"),
+            collector("n", "drift")
+        ),
+    );
+    let pick = |cond: bool, a: f64, b: f64| if cond { a } else { b };
+    let not = |cond: bool| !cond;
+    let cases: &[(&str, f64)] = &[
+        // Arithmetic: precedence and left associativity.
+        ("q + z * 2", q + z * 2.0),
+        ("(q + 1) * 2", (q + 1.0) * 2.0),
+        ("q - 10 - 5", q - 10.0 - 5.0),
+        ("q / 7 / 2", q / 7.0 / 2.0),
+        ("q * h / 4", q * h / 4.0),
+        (
+            "int(q) % 10 + int(n) % 2",
+            (q as i64 % 10 + n as i64 % 2) as f64,
+        ),
+        // Power: right-associative, above unary minus; `^` is `**`.
+        ("2 ** 3 ** 2", 2f64.powf(3f64.powf(2.0))),
+        ("(2 ** 3) ** 2", 2f64.powf(3.0).powf(2.0)),
+        ("2 ^ h", 2f64.powf(h)),
+        ("-q ** h", -q.powf(h)),
+        ("-n ** 2", -n.powf(2.0)),
+        ("(-n) ** 2", (-n).powf(2.0)),
+        ("q - -n", q - -n),
+        ("+q - - z", q + z),
+        (
+            "-(n - 2) ** 3 - q / (+4 - 3) + -2",
+            -(n - 2.0).powf(3.0) - q / (4.0 - 3.0) - 2.0,
+        ),
+        // Comparisons, below arithmetic.
+        ("q > 10 ? 5 : 1", pick(q > 10.0, 5.0, 1.0)),
+        ("q >= 35 ? 1 : 0", pick(q >= 35.0, 1.0, 0.0)),
+        ("q < 35 ? 1 : 0", pick(q < 35.0, 1.0, 0.0)),
+        ("q <= 34 ? 1 : 0", pick(q <= 34.0, 1.0, 0.0)),
+        ("q == 35 ? h : n", pick(q == 35.0, h, n)),
+        ("q != 35 ? h : n", pick(q != 35.0, h, n)),
+        ("h * 2 == 1 ? 1 : 0", pick(h * 2.0 == 1.0, 1.0, 0.0)),
+        (
+            "q + 1 > q * 2 - 40 ? 1 : 0",
+            pick(q + 1.0 > q * 2.0 - 40.0, 1.0, 0.0),
+        ),
+        // Logic: `&&` above `||`, both below comparisons; words and symbols alike.
+        ("q > 0 && z > 0 ? 1 : 2", pick(q > 0.0 && z > 0.0, 1.0, 2.0)),
+        ("q > 0 || z > 0 ? 1 : 2", pick(q > 0.0 || z > 0.0, 1.0, 2.0)),
+        (
+            "q > 0 and z == 0 ? 1 : 2",
+            pick(q > 0.0 && z == 0.0, 1.0, 2.0),
+        ),
+        ("z > 0 or q < 0 ? 1 : 2", pick(z > 0.0 || q < 0.0, 1.0, 2.0)),
+        (
+            "q > 0 || z > 0 && h > 1 ? 1 : 2",
+            pick(q > 0.0 || (z > 0.0 && h > 1.0), 1.0, 2.0),
+        ),
+        (
+            "(q > 0 || z > 0) && h > 1 ? 1 : 2",
+            pick((q > 0.0 || z > 0.0) && h > 1.0, 1.0, 2.0),
+        ),
+        (
+            "z > 0 && h > 1 || q > 0 ? 1 : 2",
+            pick((z > 0.0 && h > 1.0) || q > 0.0, 1.0, 2.0),
+        ),
+        ("!(q > 0) ? 1 : 2", pick(not(q > 0.0), 1.0, 2.0)),
+        ("not (z > 0) ? 1 : 2", pick(not(z > 0.0), 1.0, 2.0)),
+        (
+            "q > 0 && !(z > 0) ? 1 : 2",
+            pick(q > 0.0 && not(z > 0.0), 1.0, 2.0),
+        ),
+        ("true && !false ? q : z", q),
+        // Ternaries: lowest, right-associative, nested anywhere.
+        (
+            "q > 100 ? 3 : q > 10 ? 2 : 1",
+            pick(q > 100.0, 3.0, pick(q > 10.0, 2.0, 1.0)),
+        ),
+        (
+            "z > 100 ? 3 : z > 10 ? 2 : 1",
+            pick(z > 100.0, 3.0, pick(z > 10.0, 2.0, 1.0)),
+        ),
+        (
+            "q > 10 ? z > 0 ? 1 : 2 : 3",
+            pick(q > 10.0, pick(z > 0.0, 1.0, 2.0), 3.0),
+        ),
+        ("(q > 0 ? 1 : 2) + 10", pick(q > 0.0, 1.0, 2.0) + 10.0),
+        ("1 + q > 0 ? 7 : 8", pick(1.0 + q > 0.0, 7.0, 8.0)),
+        ("z > 0 ? q / z : 0", pick(z > 0.0, q / z, 0.0)),
+        (
+            "q > 0 ? max(2, ceil(q / 10)) : 0",
+            pick(q > 0.0, (q / 10.0).ceil().max(2.0), 0.0),
+        ),
+        (
+            "max(q > 10 ? (z > 0 ? 1 : 3) : 0, min(h * 4, 1 + 1))",
+            pick(q > 10.0, pick(z > 0.0, 1.0, 3.0), 0.0).max((h * 4.0).min(2.0)),
+        ),
+        // Functions, and deep nesting.
+        ("ceil(q / 10)", (q / 10.0).ceil()),
+        (
+            "floor(q / 10) + round(h) + abs(n)",
+            (q / 10.0).floor() + h.round() + n.abs(),
+        ),
+        ("int(q / 10) * 10", (q / 10.0).trunc() * 10.0),
+        ("max(1, min(q, 10 * 2), -n)", 1f64.max(q.min(20.0)).max(-n)),
+        ("min(q, h, n)", q.min(h).min(n)),
+        (
+            "((((q + 1) * 2) - 3) / (h + h)) ** (z + 1)",
+            ((((q + 1.0) * 2.0) - 3.0) / (h + h)).powf(z + 1.0),
+        ),
+        // Comments and white space, as expr-lang's lexer skips them.
+        ("q /* depth */ + 1 // one more", q + 1.0),
+        ("q >\n 10\t? 1 : 0", pick(q > 10.0, 1.0, 0.0)),
+    ];
+    let result = |v: f64| v.round().max(0.0);
+    for &(expr, value) in cases {
+        // A newline ends a `//` comment before the scaling.
+        let scaled = format!("({expr}\n) * 1000 + 100000");
+        let out = support::run(
+            &["eval", "-config", config.to_str().unwrap()],
+            &[
+                ("FAS_MIN_STARTED_MACHINE_COUNT", expr),
+                ("FAS_MAX_STARTED_MACHINE_COUNT", &scaled),
+            ],
+        );
+        assert_eq!(out.code, Some(0), "{expr}: {}", out.stderr);
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let got = (
+            json["started"]["min"].as_f64(),
+            json["started"]["max"].as_f64(),
+        );
+        let want = (Some(result(value)), Some(result(value * 1000.0 + 100000.0)));
+        assert_eq!(got, want, "{expr:?} = {value}");
+    }
+}

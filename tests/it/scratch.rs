@@ -2,42 +2,13 @@
 //! directory, run under `chroot` (no libc, no CA files, no /etc, no /proc), does `version`,
 //! `eval` against a local Prometheus and `serve --once` against the Machines API simulator.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use flysim::harness::{
-    self, MetricsEndpoint, Output, PromStub, Prometheus, TempDir, autoscaler_env, with,
-};
+use flysim::harness::{self, Output, PromStub, TempDir, autoscaler_env, with};
 use flysim::{MachineSpec, Simulator};
 
-const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
-
-/// The static binary: `$FAS_STATIC_BIN` (set by `make test`), else built here.
-fn static_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("FAS_STATIC_BIN") {
-        return PathBuf::from(path);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--bin",
-            "fly-autoscaler",
-            "--target",
-            MUSL_TARGET,
-        ])
-        .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
-        .current_dir(root)
-        .status()
-        .expect("run cargo");
-    assert!(
-        status.success(),
-        "static build failed; run `make static` (it installs musl-tools and the target)"
-    );
-    root.join(format!("target/{MUSL_TARGET}/release/fly-autoscaler"))
-}
+use crate::support::{queue_depth_env, queue_depth_prometheus, static_binary};
 
 /// An empty directory holding only the binary, as `/fly-autoscaler`.
 struct Jail {
@@ -97,20 +68,9 @@ fn version_eval_and_serve_once_in_an_empty_root() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stdout.starts_with("fly-autoscaler "), "{}", out.stdout);
 
-    let endpoint = MetricsEndpoint::start();
-    endpoint.set("queue_depth", 42.0);
-    let prom = Prometheus::start(&[&endpoint.addr()]);
-    prom.wait_for("queue_depth", |v| v == 42.0, Duration::from_secs(30));
-    let out = jail.run(
-        &["eval"],
-        &[
-            ("FAS_APP_NAME", "my-app"),
-            ("FAS_STARTED_MACHINE_COUNT", "ceil(queue_depth / 10)"),
-            ("FAS_PROMETHEUS_ADDRESS", &prom.url()),
-            ("FAS_PROMETHEUS_METRIC_NAME", "queue_depth"),
-            ("FAS_PROMETHEUS_QUERY", "sum(queue_depth)"),
-        ],
-    );
+    let (_endpoint, prom) = queue_depth_prometheus(42.0);
+    let url = prom.url();
+    let out = jail.run(&["eval"], &queue_depth_env(&url, "ceil(queue_depth / 10)"));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(json["started"]["min"], 5);

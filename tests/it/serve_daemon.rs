@@ -1,6 +1,6 @@
 //! `serve` as a daemon: the worker pool, wildcard app discovery, skipped ticks, the
 //! per-reconcile timeout, `/metrics` (promtool and a real Prometheus), and shutdown on
-//! SIGTERM/SIGINT.
+//! SIGTERM/SIGINT (its JSON logs are in `logs.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use flysim::harness::{
 };
 use flysim::{Fault, FaultRule, MachineSpec, Simulator};
 
-use crate::support::{self, Serve};
+use crate::support::{self, Serve, sample_in};
 
 /// Starts `serve` with the scenario env plus `extra`, a short interval, and `/metrics` on a
 /// port the kernel picks; returns once it serves.
@@ -333,6 +333,41 @@ fn metrics_pass_promtool_and_are_scraped_by_prometheus() {
     assert_eq!(prom.scrape_health(&target).as_deref(), Some("up"));
 }
 
+/// More machines wanted and none left to start: the Go program counts a bulk start
+/// (`fas_reconcile_count{status="start"}`), not `no_scale`, and starts nothing.
+#[test]
+fn a_start_shortfall_counts_as_start() {
+    let sim = Simulator::start();
+    sim.add_app("my-org", "my-app");
+    sim.add_machine("my-app", MachineSpec::new("started"));
+    sim.add_machine("my-app", MachineSpec::new("started"));
+    let metric = PromStub::start(3.0);
+    let s = serve(&sim, &metric, "my-app", &[]);
+    s.wait_for(
+        "a reconcile",
+        || s.daemon.stderr().contains(" reconciled app=my-app"),
+        Duration::from_secs(10),
+    );
+    // One scrape, so the counters are read at one moment.
+    let text = s.scrape();
+    let value =
+        |series: &str| sample_in(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    let starts = value("fas_reconcile_count{status=\"start\"}");
+    assert!(starts >= 1.0, "{text}");
+    assert_eq!(value("fas_reconcile_count{status=\"no_scale\"}"), 0.0);
+    assert!(value("fas_reconciles_total{app=\"my-app\",action=\"start\"}") >= 1.0);
+    assert_eq!(value("fas_machine_start_count{status=\"ok\"}"), 0.0);
+    assert_eq!(value("fas_machine_start_count{status=\"failed\"}"), 0.0);
+    assert!(
+        s.daemon
+            .stderr()
+            .contains("plan=\"no scale: 1 short, nothing left to start\""),
+        "{}",
+        s.daemon.stderr()
+    );
+    assert_eq!(sim.count("my-app", "started"), 2);
+}
+
 fn shutdown_on(signal: &str) {
     let sim = Simulator::start();
     sim.add_app("my-org", "my-app");
@@ -375,44 +410,6 @@ fn sigterm_exits_zero_while_reconciling() {
 #[test]
 fn sigint_exits_zero_while_reconciling() {
     shutdown_on("INT");
-}
-
-#[test]
-fn json_logs() {
-    let sim = Simulator::start();
-    sim.add_app("my-org", "my-app");
-    sim.add_machine("my-app", MachineSpec::new("stopped"));
-    let metric = PromStub::start(1.0);
-    let s = serve(&sim, &metric, "my-app", &[("FAS_LOG_FORMAT", "json")]);
-    s.wait_for(
-        "the logs of the pass that started the machine",
-        || {
-            let log = s.daemon.stderr();
-            log.contains("\"msg\":\"machine started\"") && log.contains("\"msg\":\"reconciled\"")
-        },
-        Duration::from_secs(10),
-    );
-    for line in s.daemon.stderr().lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(v["level"].is_string() && v["msg"].is_string(), "{line}");
-        assert!(
-            line.starts_with("{\"level\":"),
-            "level first, as in Go: {line}"
-        );
-    }
-    let reconciled = s
-        .daemon
-        .stderr()
-        .lines()
-        .find(|l| l.contains("\"msg\":\"reconciled\""))
-        .map(String::from)
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&reconciled).unwrap();
-    assert_eq!(v["app"], "my-app");
-    assert_eq!(v["started"], 0);
-    assert_eq!(v["target_started"], "1");
-    assert!(v["took_ms"].is_u64());
 }
 
 /// As PID 1 (a container's init), the kernel drops signals that have no handler; the

@@ -1,13 +1,18 @@
 //! `serve --once` against the Machines API simulator: the exact requests made, the resulting
 //! machine states, and fault handling that never causes an unintended action.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use flysim::harness::{PromStub, TOKEN_HEADER, autoscaler_env, with};
+use flysim::harness::{PromStub, TOKEN, TOKEN_HEADER, autoscaler_env, with};
 use flysim::{Fault, FaultRule, MachineSpec, RecordedRequest, Simulator};
 use serde_json::json;
 
-use crate::support;
+use crate::support::{self, seed};
 
 const APP: &str = "my-app";
 
@@ -54,18 +59,10 @@ fn states(sim: &Simulator) -> Vec<(String, String)> {
         .collect()
 }
 
-fn seed(sim: &Simulator, states: &[&str]) -> Vec<String> {
-    sim.add_app("my-org", APP);
-    states
-        .iter()
-        .map(|s| sim.add_machine(APP, MachineSpec::new(s)))
-        .collect()
-}
-
 #[test]
 fn starts_the_lowest_stopped_machines() {
     let sim = Simulator::start();
-    let ids = seed(&sim, &["stopped", "stopped", "stopped", "started"]);
+    let ids = seed(&sim, APP, &["stopped", "stopped", "stopped", "started"]);
     let metric = PromStub::start(3.0);
     let run = once(&sim, &metric, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -112,7 +109,7 @@ fn starts_the_lowest_stopped_machines() {
 #[test]
 fn stops_the_lowest_started_machines_with_fly_go_body() {
     let sim = Simulator::start();
-    let ids = seed(&sim, &["started", "started", "started", "stopped"]);
+    let ids = seed(&sim, APP, &["started", "started", "started", "stopped"]);
     let metric = PromStub::start(1.0);
     let run = once(&sim, &metric, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -232,6 +229,7 @@ fn destroys_stopped_then_suspended_with_kill() {
     let sim = Simulator::start();
     let ids = seed(
         &sim,
+        APP,
         &["started", "suspended", "stopped", "started", "stopped"],
     );
     let metric = PromStub::start(2.0);
@@ -304,7 +302,7 @@ fn empty_app_cannot_scale_up() {
 #[test]
 fn server_error_then_success_is_retried_for_idempotent_calls() {
     let sim = Simulator::start();
-    let ids = seed(&sim, &["stopped"]);
+    let ids = seed(&sim, APP, &["stopped"]);
     sim.inject(FaultRule::new(
         Some("POST"),
         Some("/start"),
@@ -338,7 +336,7 @@ fn server_error_then_success_is_retried_for_idempotent_calls() {
 #[test]
 fn rate_limit_is_honoured_with_retry_after() {
     let sim = Simulator::start();
-    seed(&sim, &["stopped", "stopped"]);
+    seed(&sim, APP, &["stopped", "stopped"]);
     sim.inject(FaultRule::new(
         Some("GET"),
         Some("/machines"),
@@ -362,7 +360,7 @@ fn rate_limit_is_honoured_with_retry_after() {
 #[test]
 fn a_hang_past_the_timeout_ends_the_pass_without_action() {
     let sim = Simulator::start();
-    seed(&sim, &["stopped"]);
+    seed(&sim, APP, &["stopped"]);
     sim.inject(FaultRule::new(
         Some("GET"),
         Some("/machines"),
@@ -396,7 +394,7 @@ fn a_hang_past_the_timeout_ends_the_pass_without_action() {
 #[test]
 fn malformed_json_is_an_error_not_an_empty_app() {
     let sim = Simulator::start();
-    seed(&sim, &["started", "started"]);
+    seed(&sim, APP, &["started", "started"]);
     sim.inject(FaultRule::new(
         Some("GET"),
         Some("/machines"),
@@ -437,7 +435,7 @@ fn a_create_with_unknown_outcome_is_never_repeated() {
         Fault::Drop,
     ] {
         let sim = Simulator::start();
-        seed(&sim, &["started"]);
+        seed(&sim, APP, &["started"]);
         sim.inject(FaultRule::new(
             Some("POST"),
             Some(&format!("/v1/apps/{APP}/machines")),
@@ -471,7 +469,7 @@ fn a_create_with_unknown_outcome_is_never_repeated() {
 #[test]
 fn one_failed_start_does_not_stop_the_others() {
     let sim = Simulator::start();
-    let ids = seed(&sim, &["stopped", "stopped", "stopped", "stopped"]);
+    let ids = seed(&sim, APP, &["stopped", "stopped", "stopped", "stopped"]);
     sim.inject(FaultRule::new(
         Some("POST"),
         Some(&format!("{}/start", ids[1])),
@@ -510,7 +508,7 @@ fn one_failed_start_does_not_stop_the_others() {
 #[test]
 fn deploy_in_progress_skips_the_app() {
     let sim = Simulator::start();
-    seed(&sim, &["stopped"]);
+    seed(&sim, APP, &["stopped"]);
     sim.set_release_status(APP, Some("running"));
     let metric = PromStub::start(1.0);
     let run = once(&sim, &metric, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
@@ -545,7 +543,7 @@ fn deploy_in_progress_skips_the_app() {
 #[test]
 fn failing_release_check_blocks_until_the_fail_open_period() {
     let sim = Simulator::start();
-    seed(&sim, &["stopped"]);
+    seed(&sim, APP, &["stopped"]);
     sim.inject(FaultRule::new(
         Some("POST"),
         Some("/graphql"),
@@ -566,7 +564,7 @@ fn failing_release_check_blocks_until_the_fail_open_period() {
 #[test]
 fn metrics_failure_touches_no_machine() {
     let sim = Simulator::start();
-    seed(&sim, &["started", "started"]);
+    seed(&sim, APP, &["started", "started"]);
     let metric = PromStub::start(f64::NAN);
     let run = once(
         &sim,
@@ -617,10 +615,42 @@ fn wildcard_reconciles_every_matching_app() {
     assert_eq!(sim.machines("other")[0].state, "stopped");
 }
 
+/// A pass over many apps, one at a time, takes longer than one timeout: `--once` waits for
+/// every app (each is bounded by the timeout) and exits 0.
+#[test]
+fn a_long_pass_waits_for_every_app() {
+    let sim = Simulator::start();
+    for i in 0..16 {
+        let app = format!("my-app-{i:02}");
+        sim.add_app("my-org", &app);
+        sim.add_machine(&app, MachineSpec::new("stopped"));
+    }
+    // Release check and machine list: 0.5 s per app, 8 s in all, against a 1 s timeout.
+    sim.set_latency(Duration::from_millis(250));
+    let metric = PromStub::start(1.0);
+    let base = autoscaler_env(&sim, &metric, "my-app-*");
+    let env = with(
+        &base,
+        &[
+            ("FAS_STARTED_MACHINE_COUNT", "0"),
+            ("FAS_ORG", "my-org"),
+            ("FAS_TIMEOUT", "1s"),
+        ],
+    );
+    let out = support::run(&["serve", "--once"], &env);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches(" reconciled app=").count(),
+        16,
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn dry_run_changes_nothing() {
     let sim = Simulator::start();
-    seed(&sim, &["stopped", "stopped"]);
+    seed(&sim, APP, &["stopped", "stopped"]);
     let metric = PromStub::start(2.0);
     let base = autoscaler_env(&sim, &metric, APP);
     let env = with(&base, &[("FAS_STARTED_MACHINE_COUNT", "q")]);
@@ -642,7 +672,7 @@ fn dry_run_changes_nothing() {
 #[test]
 fn bulk_start_runs_in_parallel() {
     let sim = Simulator::start();
-    seed(&sim, &["stopped"; 12]);
+    seed(&sim, APP, &["stopped"; 12]);
     sim.set_latency(Duration::from_millis(50));
     let metric = PromStub::start(12.0);
     let run = once(
@@ -661,7 +691,7 @@ fn bulk_start_runs_in_parallel() {
 #[test]
 fn token_never_appears_in_output() {
     let sim = Simulator::start();
-    seed(&sim, &["stopped"]);
+    seed(&sim, APP, &["stopped"]);
     sim.inject(FaultRule::new(
         Some("POST"),
         Some("/start"),
@@ -677,5 +707,163 @@ fn token_never_appears_in_output() {
             "token leaked:\n{}",
             run.stderr
         );
+    }
+}
+
+/// A Machines API stand-in on a raw socket, to see what a parsing server hides: it answers
+/// `GET` with `list` and anything else with `{}`, one request per connection
+/// (`Connection: close`), and keeps each request's bytes exactly as they arrived.
+struct RawApi {
+    addr: SocketAddr,
+    captured: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RawApi {
+    fn start(list: &'static str) -> RawApi {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local_addr");
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (kept, stopped) = (Arc::clone(&captured), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let request = String::from_utf8_lossy(&read_request(&mut conn)).into_owned();
+                let body = if request.starts_with("GET ") {
+                    list
+                } else {
+                    "{}"
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                kept.lock().unwrap().push(request);
+            }
+        });
+        RawApi {
+            addr,
+            captured,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.captured.lock().unwrap())
+    }
+}
+
+impl Drop for RawApi {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request's bytes: the head, then the body its headers announce (`Content-Length`
+/// bytes, or chunks up to the last one); whatever arrived if the client stops sending.
+fn read_request(conn: &mut TcpStream) -> Vec<u8> {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let complete = match length {
+                Some(n) => bytes.len() >= end + 4 + n,
+                None if head.contains("transfer-encoding: chunked") => {
+                    bytes.ends_with(b"0\r\n\r\n")
+                }
+                None => true,
+            };
+            if complete {
+                return bytes;
+            }
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return bytes,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Empty-bodied POSTs (start, suspend) go out as Go's net/http sends them, with
+/// `Content-Length: 0`, not as an empty chunked body (which some proxies refuse): the exact
+/// bytes of each request, captured on a raw socket.
+#[test]
+fn empty_posts_send_content_length_zero() {
+    let api = RawApi::start(
+        r#"[{"id":"m1","state":"stopped","region":"iad","host_status":"ok","config":{"metadata":{"fly_process_group":"app"}}},
+            {"id":"m2","state":"started","region":"iad","host_status":"ok","config":{"metadata":{"fly_process_group":"app"}}}]"#,
+    );
+    let metric = PromStub::start(0.0);
+    let url = api.url();
+    let prometheus = metric.url();
+    let base = [
+        ("FAS_APP_NAME", APP),
+        ("FAS_API_TOKEN", TOKEN),
+        ("FLY_FLAPS_BASE_URL", url.as_str()),
+        ("FAS_DEPLOY_GUARD", "false"),
+        ("FAS_PROMETHEUS_ADDRESS", prometheus.as_str()),
+        ("FAS_PROMETHEUS_METRIC_NAME", "q"),
+        ("FAS_PROMETHEUS_QUERY", "q"),
+        ("FAS_LOG_FORMAT", "text"),
+    ];
+    let cases: [(&[(&str, &str)], &str); 2] = [
+        (&[("FAS_STARTED_MACHINE_COUNT", "2")], "m1/start"),
+        (
+            &[
+                ("FAS_STARTED_MACHINE_COUNT", "0"),
+                ("FAS_SCALE_DOWN_METHOD", "suspend"),
+            ],
+            "m2/suspend",
+        ),
+    ];
+    for (extra, call) in cases {
+        let out = support::run(&["serve", "--once"], &[&base[..], extra].concat());
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let line = format!("POST /v1/apps/{APP}/machines/{call} HTTP/1.1\r\n");
+        let requests = api.take();
+        let request = requests
+            .iter()
+            .find(|r| r.starts_with(&line))
+            .unwrap_or_else(|| panic!("no {line:?} in {requests:#?}"));
+        let (head, body) = request.split_once("\r\n\r\n").expect("a complete head");
+        let headers: Vec<String> = head.lines().skip(1).map(str::to_ascii_lowercase).collect();
+        assert_eq!(
+            headers
+                .iter()
+                .filter(|h| h.starts_with("content-length:"))
+                .collect::<Vec<_>>(),
+            ["content-length: 0"],
+            "{request:?}"
+        );
+        assert!(
+            !headers.iter().any(|h| h.starts_with("transfer-encoding:")),
+            "{request:?}"
+        );
+        assert!(
+            !headers.iter().any(|h| h.starts_with("content-type:")),
+            "no body, no type: {request:?}"
+        );
+        assert_eq!(body, "", "nothing after the head: {request:?}");
     }
 }

@@ -282,11 +282,11 @@ fn html_and_hangs_from_a_scripted_server() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 
-    // An http:// URL on gRPC's default port gets a hint about both APIs.
+    // An http:// URL on gRPC's default port says what to write for either API.
     let out = eval_env("http://127.0.0.1:7233", "", &[("FAS_TIMEOUT", "2s")]);
     assert_eq!(out.code, Some(1));
     assert!(
-        out.stderr.contains("7233 is Temporal's gRPC port"),
+        out.stderr.contains("(7233 is Temporal's gRPC port: for gRPC, as the Go program takes it, set the address to 127.0.0.1:7233 without http://; for the HTTP API keep http:// and use its port, 7243 by default)"),
         "{}",
         out.stderr
     );

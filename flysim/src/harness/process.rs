@@ -427,7 +427,13 @@ pub fn start_server(
         }
         let log_tail = file_tail(log, 30);
         match exited {
-            Some(_) if log_tail.contains("address already in use") => continue,
+            Some(_)
+                if log_tail
+                    .to_ascii_lowercase()
+                    .contains("address already in use") =>
+            {
+                continue;
+            }
             Some(status) => panic!("{shown} exited ({status}) before it was ready:\n{log_tail}"),
             None => {
                 terminate(&mut child, Duration::from_secs(5));

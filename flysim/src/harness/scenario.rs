@@ -87,15 +87,26 @@ pub fn autoscaler_env(
     prom: &impl PrometheusApi,
     app: &str,
 ) -> Vec<(String, String)> {
+    let mut env = sim_env(sim, app);
+    for (k, v) in [
+        ("FAS_PROMETHEUS_ADDRESS", prom.url().as_str()),
+        ("FAS_PROMETHEUS_METRIC_NAME", "q"),
+        ("FAS_PROMETHEUS_QUERY", "$APP_NAME"),
+    ] {
+        env.push((k.to_string(), v.to_string()));
+    }
+    env
+}
+
+/// Environment for the autoscaler against `sim` (made to require [`TOKEN`]) for `app`,
+/// without a metric source: the caller's config file names one.
+pub fn sim_env(sim: &Simulator, app: &str) -> Vec<(String, String)> {
     sim.set_token(Some(TOKEN_HEADER));
     [
         ("FAS_APP_NAME", app),
         ("FAS_API_TOKEN", TOKEN),
         ("FLY_FLAPS_BASE_URL", &sim.url()),
         ("FLY_API_BASE_URL", &sim.url()),
-        ("FAS_PROMETHEUS_ADDRESS", &prom.url()),
-        ("FAS_PROMETHEUS_METRIC_NAME", "q"),
-        ("FAS_PROMETHEUS_QUERY", "$APP_NAME"),
         ("FAS_TIMEOUT", "10s"),
         // The log lines read back are text, whatever the binary's default.
         ("FAS_LOG_FORMAT", "text"),

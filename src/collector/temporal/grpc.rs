@@ -15,7 +15,7 @@ use crate::collector::{Collector, SourceError, SourceErrorKind};
 use crate::config::CollectorConfig;
 use crate::grpc::proto::{self, Reader, Value};
 use crate::grpc::{Channel, Code, Status, Target, Tls, TlsFiles};
-use crate::http::{Deadline, USER_AGENT};
+use crate::http::{self, Deadline};
 
 const COUNT: &str = "/temporal.api.workflowservice.v1.WorkflowService/CountWorkflowExecutions";
 
@@ -62,7 +62,7 @@ impl TemporalGrpcCollector {
             authorization: auth::bearer(&c.api_key),
             api_key,
             client_cert,
-            channel: Channel::new(target, tls, USER_AGENT),
+            channel: Channel::new(target, tls, &http::user_agent()),
         })
     }
 
