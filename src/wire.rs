@@ -179,8 +179,8 @@ impl fmt::Display for ListError {
         match self {
             ListError::TooMany(max) => write!(
                 f,
-                "the app has more than {max} machines, more than this autoscaler reads; \
-                 split the app or raise max-machines"
+                "the app has more than {max} machines, the most this autoscaler reads; \
+                 split it into several apps"
             ),
             ListError::Json(e) => write!(f, "the body is not the expected machine list: {e}"),
         }

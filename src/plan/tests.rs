@@ -626,15 +626,61 @@ fn actions_are_bounded_by_max_machines() {
     assert!(matches!(p.action, Action::Destroy(ref ids) if ids.len() == 3));
 }
 
+// Minimums are clamped; maximums are not, so a bound below what an app already has never
+// scales it down.
 #[test]
-fn targets_are_clamped() {
+fn target_minimums_are_clamped() {
     let mut t = created(Some(5_000), Some(7));
-    t.started.max = Some(u32::MAX);
-    assert!(t.clamp_to(1000));
-    assert_eq!(t.created.min, Some(1000));
-    assert_eq!(t.created.max, Some(7));
-    assert_eq!(t.started.max, Some(1000));
-    assert!(!t.clamp_to(1000));
+    t.started = Bounds {
+        min: Some(u32::MAX),
+        max: Some(u32::MAX),
+    };
+    assert!(t.clamp_minimums_to(1000));
+    assert_eq!(
+        t.created,
+        Bounds {
+            min: Some(1000),
+            max: Some(7)
+        }
+    );
+    assert_eq!(
+        t.started,
+        Bounds {
+            min: Some(1000),
+            max: Some(u32::MAX)
+        }
+    );
+    assert!(!t.clamp_minimums_to(1000));
+    let many: Vec<Machine> = (0..2000)
+        .map(|i| m(&format!("{i:04}"), "started"))
+        .collect();
+    let bounded = Policy {
+        max_machines: 1000,
+        ..policy("")
+    };
+    let mut t = started(2000, 2000);
+    t.clamp_minimums_to(1000);
+    assert_eq!(plan(&t, &many, &bounded).action, Action::None);
+}
+
+// Start and stop candidates are bounded too: failures replaced by the next candidate never
+// cost more than `max_machines` calls. The summary names ten of them.
+#[test]
+fn candidates_are_bounded_by_max_machines() {
+    let bounded = Policy {
+        max_machines: 20,
+        ..policy("")
+    };
+    let stopped: Vec<Machine> = (0..50).map(|i| m(&format!("{i:02}"), "stopped")).collect();
+    let p = plan(&started(1, 1), &stopped, &bounded);
+    let Action::Start { candidates, needed } = &p.action else {
+        panic!("{:?}", p.action)
+    };
+    assert_eq!((candidates.len(), *needed), (20, 1));
+    assert_eq!(
+        p.summary(),
+        "start 1 of [00, 01, 02, 03, 04, 05, 06, 07, 08, 09, … 10 more]"
+    );
 }
 
 /// Property tests: random machine lists (any state, duplicates, missing ids, other groups,
