@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use flysim::harness::{
     self, Daemon, MetricsEndpoint, PromStub, Prometheus, RUNNING_BILLING, TempDir, Temporal,
-    autoscaler_env, billing_env, log_field, tail, wait_until, with,
+    autoscaler_env, billing_env, log_field, proc_status, tail, wait_until, with,
 };
 use flysim::{MachineSpec, Simulator};
 
@@ -522,8 +522,8 @@ fn daemon_run_with(program: &Path, apps: usize, cycles: u64) -> DaemonStats {
         tail(&daemon.stderr(), 20)
     );
     let elapsed = started.elapsed();
-    let rss_kb = status_kb(pid, "VmRSS:").expect("VmRSS of serve");
-    let hwm_kb = status_kb(pid, "VmHWM:").expect("VmHWM of serve");
+    let rss_kb = proc_status(pid, "VmRSS:").expect("VmRSS of serve");
+    let hwm_kb = proc_status(pid, "VmHWM:").expect("VmHWM of serve");
     let ticks = cpu_ticks(pid).expect("/proc/<pid>/stat of serve");
     let (status, body) =
         harness::http_get(&metrics_url, &[], Duration::from_secs(10)).expect("scrape /metrics");
@@ -799,18 +799,6 @@ fn slow_prometheus(value: f64, delay: Duration) -> PromStub {
 /// The release build of the autoscaler, beside this example.
 fn binary() -> PathBuf {
     harness::built_binary("fly-autoscaler")
-}
-
-/// A `kB` value of `/proc/<pid>/status` (e.g. `VmRSS:`).
-fn status_kb(pid: u32, key: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(key))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// utime + stime of `/proc/<pid>/stat`, in clock ticks.

@@ -6,6 +6,8 @@ mod support;
 
 mod cli;
 mod eval;
+mod fault_matrix;
+mod safety;
 mod scratch;
 mod serve_daemon;
 mod serve_once;

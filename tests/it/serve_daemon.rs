@@ -5,69 +5,11 @@
 use std::time::{Duration, Instant};
 
 use flysim::harness::{
-    self, Daemon, PromStub, Prometheus, autoscaler_env, metrics_url, promtool_check_metrics,
-    wait_until, with,
+    self, Daemon, PromStub, Prometheus, autoscaler_env, promtool_check_metrics, with,
 };
 use flysim::{Fault, FaultRule, MachineSpec, Simulator};
 
-use crate::support;
-
-struct Serve {
-    daemon: Daemon,
-    metrics: String,
-}
-
-/// Starts `serve` with the scenario env plus `extra`, a short interval, and `/metrics` on a
-/// port the kernel picks; returns once it serves.
-fn serve(sim: &Simulator, metric: &PromStub, app: &str, extra: &[(&str, &str)]) -> Serve {
-    let base = autoscaler_env(sim, metric, app);
-    let mut defaults = vec![
-        ("FAS_INTERVAL", "200ms"),
-        ("FAS_METRICS_ADDR", "127.0.0.1:0"),
-        ("FAS_STARTED_MACHINE_COUNT", "q"),
-    ];
-    defaults.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-    defaults.extend_from_slice(extra);
-    let env = with(&base, &defaults);
-    let daemon = Daemon::spawn(support::FAS, &["serve"], &env);
-    let metrics = metrics_url(&daemon, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("serve did not start:\n{}", daemon.stderr()));
-    Serve { daemon, metrics }
-}
-
-impl Serve {
-    fn scrape(&self) -> String {
-        harness::http_get(&self.metrics, &[], Duration::from_secs(5))
-            .expect("scrape")
-            .1
-    }
-
-    /// The value of one sample line, e.g. `fas_reconcile_count{status="start"}`.
-    fn sample(&self, series: &str) -> Option<f64> {
-        self.scrape()
-            .lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-            .and_then(|v| v.parse().ok())
-    }
-
-    fn wait_for(&self, what: &str, cond: impl FnMut() -> bool, timeout: Duration) {
-        assert!(
-            wait_until(timeout, cond),
-            "timed out waiting for {what}\n{}",
-            self.daemon.stderr()
-        );
-    }
-}
-
-/// Machine-list requests made for `app` so far.
-fn lists(sim: &Simulator, app: &str) -> Vec<Instant> {
-    let path = format!("/v1/apps/{app}/machines");
-    sim.requests()
-        .into_iter()
-        .filter(|r| r.method == "GET" && r.path == path)
-        .map(|r| r.at)
-        .collect()
-}
+use crate::support::{self, lists, serve};
 
 #[test]
 fn scales_up_and_down_as_the_metric_moves() {

@@ -7,58 +7,12 @@ use flysim::harness::{PromStub, TOKEN_HEADER, autoscaler_env, with};
 use flysim::{Fault, FaultRule, MachineSpec, RecordedRequest, Simulator};
 use serde_json::json;
 
-use crate::support;
-
-const APP: &str = "my-app";
-
-struct Run {
-    code: Option<i32>,
-    stderr: String,
-    requests: Vec<RecordedRequest>,
-    took: Duration,
-}
-
-/// Runs `serve --once` with the scenario env plus `extra`.
-fn once(sim: &Simulator, metric: &PromStub, extra: &[(&str, &str)]) -> Run {
-    let base = autoscaler_env(sim, metric, APP);
-    let env = with(&base, extra);
-    sim.take_requests();
-    let out = support::run(&["serve", "--once"], &env);
-    Run {
-        code: out.code,
-        stderr: out.stderr,
-        requests: sim.take_requests(),
-        took: out.wall,
-    }
-}
-
-/// `METHOD path[?query]` of every Machines API request (GraphQL left out).
-fn calls(run: &Run) -> Vec<String> {
-    run.requests
-        .iter()
-        .filter(|r| r.path.starts_with("/v1/"))
-        .map(|r| {
-            if r.query.is_empty() {
-                format!("{} {}", r.method, r.path)
-            } else {
-                format!("{} {}?{}", r.method, r.path, r.query)
-            }
-        })
-        .collect()
-}
+use crate::support::{self, APP, calls, once, seed};
 
 fn states(sim: &Simulator) -> Vec<(String, String)> {
     sim.machines(APP)
         .into_iter()
         .map(|m| (m.id, m.state))
-        .collect()
-}
-
-fn seed(sim: &Simulator, states: &[&str]) -> Vec<String> {
-    sim.add_app("my-org", APP);
-    states
-        .iter()
-        .map(|s| sim.add_machine(APP, MachineSpec::new(s)))
         .collect()
 }
 
