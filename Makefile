@@ -8,11 +8,12 @@ IMAGE       ?= fly-autoscaler-rs:latest
 # ring (TLS) compiles C for the musl target with Debian's musl-gcc.
 export CC_x86_64_unknown_linux_musl := musl-gcc
 
-.PHONY: help deps build test lint fmt demo bench static image clean
+.PHONY: help deps build test fuzz lint fmt demo bench static image clean
 
 help:
 	@echo "make demo    run the autoscaler end to end: local Prometheus + Machines API simulator"
 	@echo "make test    install test dependencies if missing, then run every test"
+	@echo "make fuzz    the property tests (planner, machine-list reader, config files), long"
 	@echo "make build   debug build"
 	@echo "make static  static, stripped musl release binary ($(STATIC_BIN))"
 	@echo "make image   docker image FROM scratch (needs a Docker engine)"
@@ -31,6 +32,12 @@ build:
 # self-tests), and the scratch-container test of the static binary.
 test: deps lint static
 	FAS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) cargo test --workspace --all-targets
+
+# The property tests of the planner, the machine-list reader and config files, with many
+# more cases than `make test` runs (debug build: overflow checks stay on).
+FUZZ_CASES ?= 100000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test --lib properties
 
 lint:
 	cargo fmt --all -- --check

@@ -26,6 +26,8 @@ mod reconcile;
 mod release;
 mod secret;
 mod telemetry;
+#[cfg(test)]
+mod testing;
 mod wildcard;
 mod wire;
 
