@@ -50,9 +50,10 @@ demo: deps
 	cargo build --bin fly-autoscaler --example demo
 	./target/debug/examples/demo
 
+# BENCH_ARGS: `--quick`, or words of section names to run only those (e.g. `lists`).
 bench: deps static
 	cargo build --release --bin fly-autoscaler --example bench
-	FAS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) ./target/release/examples/bench
+	FAS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) ./target/release/examples/bench $(BENCH_ARGS)
 
 static:
 	@./.ci/deps >/dev/null

@@ -13,8 +13,8 @@ use flysim::{FakeServer, Fault, FaultRule, MachineSpec, RecordedRequest, Reply, 
 use serde_json::{Value, json};
 
 use crate::support::{
-    self, APP, Serve, actions, assert_records, assert_run, assert_sane, error_lines, lists, once,
-    seed, serve, serve_with_fd_limit,
+    self, APP, Serve, actions, assert_logged, assert_records, assert_run, assert_sane, error_lines,
+    lists, once, seed, serve, serve_with_fd_limit,
 };
 
 /// A machine as the list shows it, with any `id` (`null`, `""`, a duplicate…) and `state`.
@@ -46,22 +46,28 @@ fn pairs(ids: &[String], states: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Waits until `s` has listed the app's machines `n` more times: later passes have seen
-/// (and not undone) what the earlier ones did.
-fn more_passes(s: &Serve, sim: &Simulator, n: usize) {
+/// Runs `serve` with `extra` until `settled` holds and then for five more passes, which see
+/// (and must not undo) what the first ones did. The daemon, still running, and the changes it
+/// made in [`actions`]' words (lists and read-backs left out); every log line is whole.
+fn serve_until_settled(
+    sim: &Simulator,
+    metric: &PromStub,
+    ids: &[String],
+    extra: &[(&str, &str)],
+    settled: impl Fn() -> bool,
+) -> (Serve, Vec<String>) {
+    let s = serve(sim, metric, APP, extra);
+    s.wait_for("the app to settle", settled, Duration::from_secs(20));
     let seen = lists(sim, APP).len();
     s.wait_for(
-        &format!("{n} more passes"),
-        || lists(sim, APP).len() >= seen + n,
+        "five more passes",
+        || lists(sim, APP).len() >= seen + 5,
         Duration::from_secs(20),
     );
-}
-
-/// The calls a daemon made so far, in [`actions`]' words, without the lists and read-backs.
-fn changes(sim: &Simulator, ids: &[String]) -> Vec<String> {
-    let mut out = actions(&sim.requests(), APP, ids);
-    out.retain(|a| a != "list" && !a.starts_with("get "));
-    out
+    assert_records(&s.daemon.stderr());
+    let mut changes = actions(&sim.requests(), APP, ids);
+    changes.retain(|a| a != "list" && !a.starts_with("get "));
+    (s, changes)
 }
 
 // Defect 1: a machine in a state the autoscaler does not manage (`failed`, `destroying`, …)
@@ -93,24 +99,18 @@ fn d01_slow_destroys_do_not_cascade_to_the_last_machine() {
     let ids = seed(&sim, &["started"; 3]);
     sim.set_transition_time(Duration::from_secs(2));
     let metric = PromStub::start(1.0);
-    let s = serve(
+    let (_serve, changes) = serve_until_settled(
         &sim,
         &metric,
-        APP,
+        &ids,
         &[
             ("FAS_CREATED_MACHINE_COUNT", "q"),
             ("FAS_STARTED_MACHINE_COUNT", ""),
         ],
-    );
-    s.wait_for(
-        "two machines destroyed",
         || sim.machines(APP).len() == 1,
-        Duration::from_secs(20),
     );
-    more_passes(&s, &sim, 5);
-    assert_eq!(changes(&sim, &ids), ["destroy a", "destroy b"]);
+    assert_eq!(changes, ["destroy a", "destroy b"]);
     assert_eq!(states(&sim), pairs(&ids[2..], &["started"]));
-    assert_records(&s.daemon.stderr());
 }
 
 // Defect 2: an id listed twice is one machine: not destroyed for a created count of 1, not
@@ -130,11 +130,7 @@ fn d02_a_duplicated_id_is_one_machine() {
         let metric = PromStub::start(value);
         let run = once(&sim, &metric, &[(target, "q"), ("FAS_VERBOSE", "true")]);
         assert_run(&run, &ids, 0, expected, None);
-        assert!(
-            run.stderr.contains("duplicate_id=1"),
-            "the debug line counts it\n{}",
-            run.stderr
-        );
+        assert_logged(&run.stderr, "duplicate_id=1");
     }
 }
 
@@ -144,33 +140,16 @@ fn d02_a_duplicated_id_is_one_machine() {
 fn d03_huge_targets_are_clamped_to_max_machines() {
     for value in [1e308, 1e6, 1e5] {
         let metric = PromStub::start(value);
-        let sim = Simulator::start();
-        let ids = seed(&sim, &["started", "stopped", "stopped", "stopped"]);
-        let run = once(
-            &sim,
-            &metric,
-            &[
-                ("FAS_CREATED_MACHINE_COUNT", "q"),
-                ("FAS_MAX_MACHINES", "6"),
-            ],
-        );
-        assert_run(&run, &ids, 0, "list, create*2", None);
-        let sim = Simulator::start();
-        let ids = seed(&sim, &["started", "stopped", "stopped", "stopped"]);
-        let run = once(
-            &sim,
-            &metric,
-            &[
-                ("FAS_STARTED_MACHINE_COUNT", "q"),
-                ("FAS_MAX_MACHINES", "3"),
-            ],
-        );
-        assert_run(&run, &ids, 0, "list, start b, start c", None);
-        assert!(
-            run.stderr.contains("target above max-machines, clamped"),
-            "{}",
-            run.stderr
-        );
+        for (count, max, expected) in [
+            ("FAS_CREATED_MACHINE_COUNT", "6", "list, create*2"),
+            ("FAS_STARTED_MACHINE_COUNT", "3", "list, start b, start c"),
+        ] {
+            let sim = Simulator::start();
+            let ids = seed(&sim, &["started", "stopped", "stopped", "stopped"]);
+            let run = once(&sim, &metric, &[(count, "q"), ("FAS_MAX_MACHINES", max)]);
+            assert_run(&run, &ids, 0, expected, None);
+            assert_logged(&run.stderr, "target above max-machines, clamped");
+        }
     }
     // The default bound, 1000: 999 clones of the one machine, not 1e308.
     let sim = Simulator::start();
@@ -194,31 +173,24 @@ fn d03_serve_lives_on_with_a_huge_target() {
     let sim = Simulator::start();
     let ids = seed(&sim, &["started"]);
     let metric = PromStub::start(1e308);
-    let s = serve(
+    let (s, changes) = serve_until_settled(
         &sim,
         &metric,
-        APP,
+        &ids,
         &[
             ("FAS_CREATED_MACHINE_COUNT", "q"),
             ("FAS_STARTED_MACHINE_COUNT", ""),
             ("FAS_MAX_MACHINES", "5"),
         ],
-    );
-    s.wait_for(
-        "5 machines",
         || sim.machines(APP).len() == 5,
-        Duration::from_secs(20),
     );
-    more_passes(&s, &sim, 5);
-    assert_eq!(changes(&sim, &ids), vec!["create"; 4]);
+    assert_eq!(changes, vec!["create"; 4]);
     assert!(is_alive(s.daemon.pid()), "{}", s.daemon.stderr());
-    assert_records(&s.daemon.stderr());
 }
 
-// Defect 4: a start that was carried out but whose answer was lost is retried, gets 412
-// (already started), is read back and counted as started: no other machine is started.
-#[test]
-fn d04_a_start_whose_answer_was_lost_is_read_back() {
+/// Three stopped machines; the first start of `a` is carried out and its answer lost (the
+/// connection drops).
+fn lost_start_answer() -> (Simulator, Vec<String>) {
     let sim = Simulator::start();
     let ids = seed(&sim, &["stopped"; 3]);
     sim.inject(FaultRule::new(
@@ -227,6 +199,14 @@ fn d04_a_start_whose_answer_was_lost_is_read_back() {
         1,
         Fault::DropAfter,
     ));
+    (sim, ids)
+}
+
+// Defect 4: a start that was carried out but whose answer was lost is retried, gets 412
+// (already started), is read back and counted as started: no other machine is started.
+#[test]
+fn d04_a_start_whose_answer_was_lost_is_read_back() {
+    let (sim, ids) = lost_start_answer();
     let metric = PromStub::start(2.0);
     let run = once(
         &sim,
@@ -241,53 +221,36 @@ fn d04_a_start_whose_answer_was_lost_is_read_back() {
         states(&sim),
         pairs(&ids, &["started", "started", "stopped"])
     );
-    assert!(
-        run.stderr
-            .contains("machine read back in the wanted state after an unclear answer"),
-        "{}",
-        run.stderr
+    assert_logged(
+        &run.stderr,
+        "machine read back in the wanted state after an unclear answer",
     );
 }
 
 // Defect 4, in `serve`: after the lost answer nothing flaps: two started, no stop, ever.
 #[test]
 fn d04_serve_does_not_flap_after_a_lost_answer() {
-    let sim = Simulator::start();
-    let ids = seed(&sim, &["stopped"; 3]);
-    sim.inject(FaultRule::new(
-        Some("POST"),
-        Some(&format!("{}/start", ids[0])),
-        1,
-        Fault::DropAfter,
-    ));
+    let (sim, ids) = lost_start_answer();
     let metric = PromStub::start(2.0);
-    let s = serve(&sim, &metric, APP, &[("FAS_ACTION_CONCURRENCY", "1")]);
-    s.wait_for(
-        "2 started",
+    let (_serve, changes) = serve_until_settled(
+        &sim,
+        &metric,
+        &ids,
+        &[("FAS_ACTION_CONCURRENCY", "1")],
         || sim.count(APP, "started") == 2,
-        Duration::from_secs(20),
     );
-    more_passes(&s, &sim, 5);
-    assert_eq!(changes(&sim, &ids), ["start a", "start a", "start b"]);
+    assert_eq!(changes, ["start a", "start a", "start b"]);
     assert_eq!(
         states(&sim),
         pairs(&ids, &["started", "started", "stopped"])
     );
-    assert_records(&s.daemon.stderr());
 }
 
 // Defect 4: a machine whose state stays unknown (the read-back fails too) is counted as
 // unknown and never replaced by another one.
 #[test]
 fn d04_a_machine_in_an_unknown_state_is_never_replaced() {
-    let sim = Simulator::start();
-    let ids = seed(&sim, &["stopped"; 3]);
-    sim.inject(FaultRule::new(
-        Some("POST"),
-        Some(&format!("{}/start", ids[0])),
-        1,
-        Fault::DropAfter,
-    ));
+    let (sim, ids) = lost_start_answer();
     sim.inject(FaultRule::new(
         Some("GET"),
         Some(&format!("machines/{}", ids[0])),
@@ -368,7 +331,7 @@ fn d06_machines_without_an_id_are_skipped() {
     );
     assert_run(&run, &ids, 0, "list, start a", None);
     assert!(!run.requests.iter().any(|r| r.path.contains("//")));
-    assert!(run.stderr.contains("no_id=3"), "{}", run.stderr);
+    assert_logged(&run.stderr, "no_id=3");
 }
 
 /// A log line a forger would like to slip in.
@@ -436,12 +399,9 @@ fn d07_outside_text_cannot_forge_a_log_line() {
     let out = support::run(&["serve", "--once"], &env);
     assert_sane(out.code, &out.stderr);
     assert_eq!(out.code, Some(1));
-    assert!(
-        error_lines(&out.stderr)
-            .iter()
-            .any(|l| l.contains(r"parse error\n2024-01-01")),
-        "{}",
-        out.stderr
+    assert_logged(
+        &error_lines(&out.stderr).join("\n"),
+        r"parse error\n2024-01-01",
     );
     assert_eq!(
         actions(&sim.take_requests(), APP, &ids),
@@ -547,10 +507,9 @@ fn d08_the_metrics_endpoint_survives_fd_exhaustion() {
     );
     drop(idle);
     assert_endpoints_answer(&s, Duration::from_secs(30));
-    assert!(
-        s.daemon
-            .stderr()
-            .contains("metrics endpoint cannot accept connections, retrying")
+    assert_logged(
+        &s.daemon.stderr(),
+        "metrics endpoint cannot accept connections, retrying",
     );
     assert_records(&s.daemon.stderr());
 }

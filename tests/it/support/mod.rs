@@ -189,6 +189,11 @@ fn is_record(line: &str) -> bool {
         && ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&level)
 }
 
+/// Asserts that `stderr` holds `text` (shown in full when it does not).
+pub fn assert_logged(stderr: &str, text: &str) {
+    assert!(stderr.contains(text), "{text:?} not logged:\n{stderr}");
+}
+
 /// The `ERROR` records of a run's stderr.
 pub fn error_lines(stderr: &str) -> Vec<&str> {
     stderr
