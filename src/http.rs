@@ -117,12 +117,12 @@ impl From<ureq::Error> for Transport {
 impl Transport {
     pub fn from_io(io: std::io::Error) -> Transport {
         use std::io::ErrorKind;
-        // A body read through `Read` reports ureq's size limit as an I/O error.
-        if let Some(ureq::Error::BodyExceedsLimit(limit)) =
-            io.get_ref().and_then(|e| e.downcast_ref::<ureq::Error>())
-        {
-            return Transport::TooLarge(*limit);
-        }
+        // A body read through `Read` reports ureq's own errors (its timeout, its size limit)
+        // as I/O errors.
+        let io = match io.downcast::<ureq::Error>() {
+            Ok(e) => return Transport::from(e),
+            Err(io) => io,
+        };
         match io.kind() {
             ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable | ErrorKind::NotFound => {
                 Transport::NotConnected(io.to_string())
@@ -307,6 +307,12 @@ mod tests {
         assert_eq!(percent_encode("my-org_1.x~"), "my-org_1.x~");
         assert_eq!(percent_encode("a b&c=\"d\""), "a%20b%26c%3D%22d%22");
         assert_eq!(percent_encode("../x?k=1\n"), "..%2Fx%3Fk%3D1%0A");
+    }
+
+    #[test]
+    fn a_timeout_while_reading_a_body_is_a_timeout() {
+        let through_read = std::io::Error::other(ureq::Error::Timeout(ureq::Timeout::Global));
+        assert_eq!(Transport::from_io(through_read), Transport::Timeout);
     }
 
     #[test]
