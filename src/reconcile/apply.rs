@@ -184,7 +184,7 @@ impl Apply<'_> {
                         let mut warned = lock(self.suspend_refused);
                         if !*warned {
                             log::warn!(app, process_group = group, id, err:% = e;
-                            "suspend refused, stopping instead (warned once)");
+                                "suspend refused, stopping instead (warned once)");
                             *warned = true;
                         }
                         drop(warned);
