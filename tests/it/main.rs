@@ -6,11 +6,13 @@ mod support;
 
 mod cli;
 mod eval;
+mod fault_matrix;
 mod http_collector;
 mod image;
 mod leader;
 mod logs;
 mod redis_collector;
+mod safety;
 mod scratch;
 mod serve_daemon;
 mod serve_once;

@@ -1,78 +1,15 @@
 //! `serve` as a daemon: the worker pool, wildcard app discovery, skipped ticks, the
 //! per-reconcile timeout, `/metrics` (promtool and a real Prometheus), and shutdown on
-//! SIGTERM/SIGINT (its JSON logs are in `logs.rs`).
+//! SIGTERM/SIGINT.
 
 use std::time::{Duration, Instant};
 
 use flysim::harness::{
-    self, Daemon, PromStub, Prometheus, autoscaler_env, metrics_url, promtool_check_metrics,
-    wait_until, with,
+    self, Daemon, PromStub, Prometheus, autoscaler_env, promtool_check_metrics, with,
 };
 use flysim::{Fault, FaultRule, MachineSpec, Simulator};
 
-use crate::support;
-
-struct Serve {
-    daemon: Daemon,
-    metrics: String,
-}
-
-/// Starts `serve` with the scenario env plus `extra`, a short interval, and `/metrics` on a
-/// port the kernel picks; returns once it serves.
-fn serve(sim: &Simulator, metric: &PromStub, app: &str, extra: &[(&str, &str)]) -> Serve {
-    let base = autoscaler_env(sim, metric, app);
-    let mut defaults = vec![
-        ("FAS_INTERVAL", "200ms"),
-        ("FAS_METRICS_ADDR", "127.0.0.1:0"),
-        ("FAS_STARTED_MACHINE_COUNT", "q"),
-    ];
-    defaults.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-    defaults.extend_from_slice(extra);
-    let env = with(&base, &defaults);
-    let daemon = Daemon::spawn(support::FAS, &["serve"], &env);
-    let metrics = metrics_url(&daemon, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("serve did not start:\n{}", daemon.stderr()));
-    Serve { daemon, metrics }
-}
-
-impl Serve {
-    fn scrape(&self) -> String {
-        harness::http_get(&self.metrics, &[], Duration::from_secs(5))
-            .expect("scrape")
-            .1
-    }
-
-    /// The value of one sample line, e.g. `fas_reconcile_count{status="start"}`.
-    fn sample(&self, series: &str) -> Option<f64> {
-        sample_in(&self.scrape(), series)
-    }
-
-    fn wait_for(&self, what: &str, cond: impl FnMut() -> bool, timeout: Duration) {
-        assert!(
-            wait_until(timeout, cond),
-            "timed out waiting for {what}\n{}",
-            self.daemon.stderr()
-        );
-    }
-}
-
-/// The value of `series` in an exposition text.
-fn sample_in(exposition: &str, series: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.parse().ok())
-}
-
-/// Machine-list requests made for `app` so far.
-fn lists(sim: &Simulator, app: &str) -> Vec<Instant> {
-    let path = format!("/v1/apps/{app}/machines");
-    sim.requests()
-        .into_iter()
-        .filter(|r| r.method == "GET" && r.path == path)
-        .map(|r| r.at)
-        .collect()
-}
+use crate::support::{self, lists, serve};
 
 #[test]
 fn scales_up_and_down_as_the_metric_moves() {
@@ -372,41 +309,6 @@ fn metrics_pass_promtool_and_are_scraped_by_prometheus() {
     assert_eq!(prom.scrape_health(&target).as_deref(), Some("up"));
 }
 
-/// More machines wanted and none left to start: the Go program counts a bulk start
-/// (`fas_reconcile_count{status="start"}`), not `no_scale`, and starts nothing.
-#[test]
-fn a_start_shortfall_counts_as_start() {
-    let sim = Simulator::start();
-    sim.add_app("my-org", "my-app");
-    sim.add_machine("my-app", MachineSpec::new("started"));
-    sim.add_machine("my-app", MachineSpec::new("started"));
-    let metric = PromStub::start(3.0);
-    let s = serve(&sim, &metric, "my-app", &[]);
-    s.wait_for(
-        "a reconcile",
-        || s.daemon.stderr().contains(" reconciled app=my-app"),
-        Duration::from_secs(10),
-    );
-    // One scrape, so the counters are read at one moment.
-    let text = s.scrape();
-    let value =
-        |series: &str| sample_in(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-    let starts = value("fas_reconcile_count{status=\"start\"}");
-    assert!(starts >= 1.0, "{text}");
-    assert_eq!(value("fas_reconcile_count{status=\"no_scale\"}"), 0.0);
-    assert!(value("fas_reconciles_total{app=\"my-app\",action=\"start\"}") >= 1.0);
-    assert_eq!(value("fas_machine_start_count{status=\"ok\"}"), 0.0);
-    assert_eq!(value("fas_machine_start_count{status=\"failed\"}"), 0.0);
-    assert!(
-        s.daemon
-            .stderr()
-            .contains("plan=\"no scale: 1 short, nothing left to start\""),
-        "{}",
-        s.daemon.stderr()
-    );
-    assert_eq!(sim.count("my-app", "started"), 2);
-}
-
 fn shutdown_on(signal: &str) {
     let sim = Simulator::start();
     sim.add_app("my-org", "my-app");
@@ -501,4 +403,40 @@ fn sigterm_works_as_pid_1() {
         outer.stderr()
     );
     assert!(outer.stderr().contains("shutdown complete"));
+}
+
+/// More machines wanted and none left to start: the Go program counts a bulk start
+/// (`fas_reconcile_count{status="start"}`), not `no_scale`, and starts nothing.
+#[test]
+fn a_start_shortfall_counts_as_start() {
+    let sim = Simulator::start();
+    sim.add_app("my-org", "my-app");
+    sim.add_machine("my-app", MachineSpec::new("started"));
+    sim.add_machine("my-app", MachineSpec::new("started"));
+    let metric = PromStub::start(3.0);
+    let s = serve(&sim, &metric, "my-app", &[]);
+    s.wait_for(
+        "a reconcile",
+        || s.daemon.stderr().contains(" reconciled app=my-app"),
+        Duration::from_secs(10),
+    );
+    // One scrape, so the counters are read at one moment.
+    let text = s.scrape();
+    let value = |series: &str| {
+        support::sample_in(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let starts = value("fas_reconcile_count{status=\"start\"}");
+    assert!(starts >= 1.0, "{text}");
+    assert_eq!(value("fas_reconcile_count{status=\"no_scale\"}"), 0.0);
+    assert!(value("fas_reconciles_total{app=\"my-app\",action=\"start\"}") >= 1.0);
+    assert_eq!(value("fas_machine_start_count{status=\"ok\"}"), 0.0);
+    assert_eq!(value("fas_machine_start_count{status=\"failed\"}"), 0.0);
+    assert!(
+        s.daemon
+            .stderr()
+            .contains("plan=\"no scale: 1 short, nothing left to start\""),
+        "{}",
+        s.daemon.stderr()
+    );
+    assert_eq!(sim.count("my-app", "started"), 2);
 }
