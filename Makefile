@@ -11,11 +11,12 @@ BUILDAH     ?= buildah --storage-driver vfs
 # ring (TLS) compiles C for the musl target with Debian's musl-gcc.
 export CC_x86_64_unknown_linux_musl := musl-gcc
 
-.PHONY: help deps build test lint fmt demo bench static image clean
+.PHONY: help deps build test fuzz lint fmt demo bench static image clean
 
 help:
 	@echo "make demo    run the autoscaler end to end: local Prometheus + Machines API simulator"
 	@echo "make test    install test dependencies if missing, then run every test"
+	@echo "make fuzz    the property tests (planner, machine-list reader, config files), long"
 	@echo "make build   debug build"
 	@echo "make static  static, stripped musl release binary ($(STATIC_BIN))"
 	@echo "make image   image FROM scratch: docker when an engine answers, else buildah"
@@ -35,6 +36,12 @@ build:
 test: deps lint static
 	FAS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) cargo test --workspace --all-targets
 
+# The property tests of the planner, the machine-list reader and config files, with many
+# more cases than `make test` runs (debug build: overflow checks stay on).
+FUZZ_CASES ?= 100000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test --lib properties
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -46,9 +53,10 @@ demo: deps
 	cargo build --bin fly-autoscaler --example demo
 	./target/debug/examples/demo
 
+# BENCH_ARGS: `--quick`, or words of section names to run only those (e.g. `lists`).
 bench: deps static
 	cargo build --release --bin fly-autoscaler --example bench
-	FAS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) ./target/release/examples/bench
+	FAS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) ./target/release/examples/bench $(BENCH_ARGS)
 
 static:
 	@./.ci/deps >/dev/null

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use flysim::harness::{
     self, Daemon, History, Image, MetricsEndpoint, PromStub, Prometheus, RUNNING_BILLING, Redis,
-    TempDir, Temporal, autoscaler_env, billing_env, log_field, tail, wait_until, with,
+    TempDir, Temporal, autoscaler_env, billing_env, log_field, proc_status, tail, wait_until, with,
 };
-use flysim::{MachineSpec, Simulator};
+use flysim::{FakeServer, MachineSpec, Reply, Simulator};
 
 /// Clock ticks per second of `/proc/<pid>/stat` times.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -43,6 +43,8 @@ struct Sizes {
     static_runs: usize,
     /// Failovers measured after SIGKILL and after SIGTERM each (medians reported).
     failovers: usize,
+    /// Runs of `serve --once` over each big machine list (the median peak RSS is reported).
+    list_runs: usize,
     /// Days of 15 s history the backtest replays.
     backtest_days: usize,
     /// Runs of each backtest (medians reported).
@@ -58,6 +60,7 @@ const FULL: Sizes = Sizes {
     daemon_apps: 1000,
     static_runs: 20,
     failovers: 5,
+    list_runs: 3,
     backtest_days: 30,
     backtest_runs: 5,
 };
@@ -71,6 +74,7 @@ const QUICK: Sizes = Sizes {
     daemon_apps: 100,
     static_runs: 5,
     failovers: 1,
+    list_runs: 1,
     backtest_days: 3,
     backtest_runs: 1,
 };
@@ -101,24 +105,24 @@ fn progress(msg: &str) {
 
 fn main() -> ExitCode {
     let mut quick = false;
-    let mut only = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
+    // Sections whose name contains one of these words; none: every section.
+    let mut only: Vec<String> = Vec::new();
+    for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,
-            "--only" if only.is_none() => only = args.next(),
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only SECTION]\n\n--only runs the sections whose name contains SECTION (e.g. backtest).\nEnvironment: FAS_STATIC_BIN = path of the static musl binary (optional)."
+                    "usage: bench [--quick] [SECTION...]\n\nSECTION: a word of a section's name (\"lists\", \"static\"); none runs them all.\nEnvironment: FAS_STATIC_BIN = path of the static musl binary (optional)."
                 );
                 return ExitCode::SUCCESS;
             }
-            other => {
+            other if other.starts_with('-') => {
                 eprintln!(
-                    "bench: unknown argument {other:?} (usage: bench [--quick] [--only SECTION])"
+                    "bench: unknown argument {other:?} (usage: bench [--quick] [SECTION...])"
                 );
                 return ExitCode::from(2);
             }
+            word => only.push(word.to_string()),
         }
     }
     let sizes = if quick { &QUICK } else { &FULL };
@@ -142,7 +146,7 @@ fn main() -> ExitCode {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut broken = false;
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 9] = [
         ("bulk start", bulk_start_rows),
         ("wildcard apps", wildcard_rows),
         ("serve memory and CPU", daemon_rows),
@@ -150,11 +154,12 @@ fn main() -> ExitCode {
         ("temporal: gRPC vs HTTP API", temporal_rows),
         ("image", image_rows),
         ("leader election failover", leader_rows),
+        ("machine lists", list_rows),
         ("backtest", backtest_rows),
     ];
     let chosen = sections
         .into_iter()
-        .filter(|(name, _)| only.as_deref().is_none_or(|o| name.contains(o)));
+        .filter(|(name, _)| only.is_empty() || only.iter().any(|o| name.contains(o.as_str())));
     for (name, section) in chosen {
         progress(&format!("== {name}"));
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| section(sizes))) {
@@ -545,8 +550,8 @@ fn daemon_run_with(program: &Path, apps: usize, cycles: u64) -> DaemonStats {
         tail(&daemon.stderr(), 20)
     );
     let elapsed = started.elapsed();
-    let rss_kb = status_kb(pid, "VmRSS:").expect("VmRSS of serve");
-    let hwm_kb = status_kb(pid, "VmHWM:").expect("VmHWM of serve");
+    let rss_kb = proc_status(pid, "VmRSS:").expect("VmRSS of serve");
+    let hwm_kb = proc_status(pid, "VmHWM:").expect("VmHWM of serve");
     let ticks = cpu_ticks(pid).expect("/proc/<pid>/stat of serve");
     let (status, body) =
         harness::http_get(&metrics_url, &[], Duration::from_secs(10)).expect("scrape /metrics");
@@ -827,18 +832,6 @@ fn slow_prometheus(value: f64, delay: Duration) -> PromStub {
 /// The release build of the autoscaler, beside this example.
 fn binary() -> PathBuf {
     harness::built_binary("fly-autoscaler")
-}
-
-/// A `kB` value of `/proc/<pid>/status` (e.g. `VmRSS:`).
-fn status_kb(pid: u32, key: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(key))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// utime + stime of `/proc/<pid>/stat`, in clock ticks.
@@ -1135,7 +1128,124 @@ fn leader_rows(sizes: &Sizes) -> Vec<Row> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 9. Backtest: a month of history, fetched from a real Prometheus and replayed
+// 9. Big machine lists: peak RSS of `serve --once`
+// ---------------------------------------------------------------------------------------------
+
+/// Machines in the big lists; 20,000 is the most a list may hold.
+const LIST_SIZES: [usize; 2] = [10_000, 20_000];
+const LIST_BUDGET_MIB: f64 = 48.0;
+
+fn list_rows(sizes: &Sizes) -> Vec<Row> {
+    let Some(time) = gnu_time() else {
+        return vec![row(
+            "9. `serve --once` over a big machine list",
+            "n/a (GNU time missing: `apt-get install time`)",
+            "< 48 MiB at 10,000 machines",
+            "n/a",
+        )];
+    };
+    let mut programs = vec![("glibc release", binary())];
+    if let Some(p) = std::env::var_os("FAS_STATIC_BIN")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+    {
+        programs.push(("static", p));
+    }
+    let mut rows = Vec::new();
+    for n in LIST_SIZES {
+        let body = machine_list_body(n);
+        let list_mb = body.len() as f64 / 1e6;
+        let per_machine_kb = body.len() as f64 / n as f64 / 1000.0;
+        let api = machines_api_serving(body);
+        let url = api.url();
+        let count = n.to_string();
+        let env = [
+            ("FAS_APP_NAME", "my-app"),
+            ("FAS_API_TOKEN", "x"),
+            ("FLY_FLAPS_BASE_URL", url.as_str()),
+            ("FLY_API_BASE_URL", url.as_str()),
+            ("FAS_STARTED_MACHINE_COUNT", count.as_str()),
+            ("FAS_MAX_MACHINES", "20000"),
+            ("FAS_LOG_FORMAT", "text"),
+        ];
+        for (which, program) in &programs {
+            progress(&format!(
+                "lists: {which} `serve --once` over {n} machines ({list_mb:.1} MB) × {}",
+                sizes.list_runs
+            ));
+            // The run reads every machine and has nothing to do.
+            let check = harness::run(program, &["serve", "--once"], &env, Duration::from_secs(60));
+            let expected = format!("created={n} started={n} stopped=0");
+            assert!(
+                check.code == Some(0)
+                    && check.stderr.contains(&expected)
+                    && check.stderr.contains("plan=\"no scale\""),
+                "serve --once over {n} machines:\n{}",
+                tail(&check.stderr, 5)
+            );
+            let kb = peak_rss_kb(&time, program, &["serve", "--once"], &env, sizes.list_runs);
+            let mib = kb as f64 / 1024.0;
+            let (budget, verdict) = if n == LIST_SIZES[0] {
+                ("< 48 MiB", pass(mib < LIST_BUDGET_MIB))
+            } else {
+                ("— (no budget)", "info")
+            };
+            rows.push(row(
+                format!("9. {which} `serve --once` over {n} machines: peak RSS (VmHWM)"),
+                format!(
+                    "{mib:.2} MiB ({kb} kB; list {list_mb:.1} MB, {per_machine_kb:.1} KB per machine; {:.2} s)",
+                    check.wall.as_secs_f64()
+                ),
+                budget,
+                verdict,
+            ));
+        }
+    }
+    rows
+}
+
+/// A JSON list of `n` started machines of group `app`, each shaped like the first machine of
+/// `testdata/fixtures/list-machines-response.json` with 20 more environment variables in
+/// its config (a real app's machines are 2–4 KB of JSON): distinct ids, names, instance
+/// ids and addresses.
+fn machine_list_body(n: usize) -> String {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!(
+        "../testdata/fixtures/list-machines-response.json"
+    ))
+    .expect("the list fixture");
+    let mut template = fixture[0].clone();
+    for i in 0..20 {
+        template["config"]["env"][format!("APP_SETTING_{i:02}")] =
+            serde_json::json!(format!("value-{i}-of-a-typical-length-for-a-setting"));
+    }
+    let mut out = String::with_capacity(n * 3_500);
+    out.push('[');
+    for i in 0..n {
+        template["id"] = serde_json::json!(format!("e28656{i:08x}"));
+        template["name"] = serde_json::json!(format!("machine-{i}"));
+        template["instance_id"] = serde_json::json!(format!("01J8ZK{i:020X}"));
+        template["private_ip"] = serde_json::json!(format!("fdaa:9:1c2d:a7b:{:x}::2", i + 1));
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&template.to_string());
+    }
+    out.push(']');
+    out
+}
+
+/// A stand-in Machines API that lists `body` for `my-app` and reports no release.
+fn machines_api_serving(body: String) -> FakeServer {
+    FakeServer::start(move |rq| match rq.path.as_str() {
+        "/v1/apps/my-app/machines" => Reply::json(200, &body),
+        "/graphql" => Reply::json(200, r#"{"data":{"app":{"currentRelease":null}}}"#),
+        _ => Reply::json(404, r#"{"error":"not found"}"#),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Backtest: a month of history, fetched from a real Prometheus and replayed
 // ---------------------------------------------------------------------------------------------
 
 const BACKTEST_STEP: i64 = 15;
@@ -1224,7 +1334,7 @@ fn backtest_rows(sizes: &Sizes) -> Vec<Row> {
         t0.to_string(),
         (t0 + BACKTEST_STEP * (steps as i64 - 1)).to_string(),
     );
-    let label = format!("9. Backtest, {days} days at 15 s ({steps} steps), 2 metrics");
+    let label = format!("10. Backtest, {days} days at 15 s ({steps} steps), 2 metrics");
     let mut rows = vec![row(
         format!("{label}: history written (promtool) and Prometheus ready"),
         format!("{:.1} s ({} samples)", backfill.as_secs_f64(), 2 * steps),
@@ -1410,7 +1520,15 @@ fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
          working container."
             .to_string(),
         format!(
-            "9. {days} days of two metrics every 15 s (a daily cycle plus fixed pseudo-random \
+            "9. `serve --once` of the release (and static) binary against a stand-in Machines API \
+             listing 10,000 and 20,000 started machines shaped like the list fixture's first \
+             machine plus 20 environment variables (size per machine shown), the target \
+             equal to the count (a pass that reads every machine and does nothing, checked from \
+             its `reconciled` line first); peak RSS is GNU `/usr/bin/time -f %M` (median of {}).",
+            sizes.list_runs
+        ),
+        format!(
+            "10. {days} days of two metrics every 15 s (a daily cycle plus fixed pseudo-random \
              noise) written with `promtool tsdb create-blocks-from openmetrics` into a real \
              Prometheus' data dir before it starts (retention 10 years). `backtest` of the \
              release binary with `verbose: true`: fetch and replay times are its own debug \

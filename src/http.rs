@@ -97,6 +97,8 @@ pub enum Transport {
     NotConnected(String),
     /// The connection broke after the request may have been sent.
     Broken(String),
+    /// The answer's body is longer than this many bytes, more than any valid answer.
+    TooLarge(u64),
 }
 
 impl fmt::Display for Transport {
@@ -105,6 +107,11 @@ impl fmt::Display for Transport {
             Transport::Timeout => f.write_str("timed out"),
             Transport::NotConnected(m) => write!(f, "cannot connect: {m}"),
             Transport::Broken(m) => write!(f, "connection failed: {m}"),
+            Transport::TooLarge(limit) => write!(
+                f,
+                "the answer is larger than {} MiB, more than any valid answer; refused",
+                limit / (1024 * 1024)
+            ),
         }
     }
 }
@@ -120,6 +127,7 @@ impl From<ureq::Error> for Transport {
                 Transport::NotConnected("connection failed".to_string())
             }
             ureq::Error::Io(io) => Transport::from_io(io),
+            ureq::Error::BodyExceedsLimit(limit) => Transport::TooLarge(limit),
             ureq::Error::Tls(m) => Transport::NotConnected(format!("TLS: {m}")),
             ureq::Error::Rustls(e) => Transport::NotConnected(format!("TLS: {e}")),
             other => Transport::Broken(other.to_string()),
@@ -130,6 +138,12 @@ impl From<ureq::Error> for Transport {
 impl Transport {
     pub fn from_io(io: std::io::Error) -> Transport {
         use std::io::ErrorKind;
+        // A body read through `Read` reports ureq's own errors (its timeout, its size limit)
+        // as I/O errors.
+        let io = match io.downcast::<ureq::Error>() {
+            Ok(e) => return Transport::from(e),
+            Err(io) => io,
+        };
         match io.kind() {
             ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable | ErrorKind::NotFound => {
                 Transport::NotConnected(io.to_string())
@@ -237,8 +251,9 @@ pub fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Repl
     })
 }
 
-/// Percent-encodes a query value.
-pub fn encode_query_value(s: &str) -> String {
+/// Percent-encodes a query value or a path segment: all but the unreserved characters, so
+/// an outside name (a machine id with `/`, `?` or a newline) stays one segment.
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -309,9 +324,31 @@ mod tests {
     }
 
     #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(encode_query_value("my-org_1.x~"), "my-org_1.x~");
-        assert_eq!(encode_query_value("a b&c=\"d\""), "a%20b%26c%3D%22d%22");
+    fn query_values_and_path_segments_are_percent_encoded() {
+        assert_eq!(percent_encode("my-org_1.x~"), "my-org_1.x~");
+        assert_eq!(percent_encode("a b&c=\"d\""), "a%20b%26c%3D%22d%22");
+        assert_eq!(percent_encode("../x?k=1\n"), "..%2Fx%3Fk%3D1%0A");
+    }
+
+    #[test]
+    fn a_timeout_while_reading_a_body_is_a_timeout() {
+        let through_read = std::io::Error::other(ureq::Error::Timeout(ureq::Timeout::Global));
+        assert_eq!(Transport::from_io(through_read), Transport::Timeout);
+    }
+
+    #[test]
+    fn an_answer_over_the_limit_is_named_as_such() {
+        let through_read = std::io::Error::other(ureq::Error::BodyExceedsLimit(16 << 20));
+        for t in [
+            Transport::from(ureq::Error::BodyExceedsLimit(16 << 20)),
+            Transport::from_io(through_read),
+        ] {
+            assert_eq!(t, Transport::TooLarge(16 << 20));
+            assert_eq!(
+                t.to_string(),
+                "the answer is larger than 16 MiB, more than any valid answer; refused"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@ mod release;
 mod resolver;
 mod secret;
 mod telemetry;
+#[cfg(test)]
+mod testing;
 mod wildcard;
 mod wire;
 

@@ -176,7 +176,7 @@ impl MachinesClient {
         self.call(
             &op,
             "GET",
-            &format!("/v1/apps/{app}/machines"),
+            &machines_path(app),
             None,
             Retry::Idempotent,
             deadline,
@@ -226,7 +226,7 @@ impl MachinesClient {
         let reply = self.call(
             &op,
             "POST",
-            &format!("/v1/apps/{app}/machines"),
+            &machines_path(app),
             Some(body.as_bytes()),
             Retry::OnlyIfNotSent,
             deadline,
@@ -292,7 +292,7 @@ impl MachinesClient {
     /// `GET /v1/apps?org_slug={org}`: the names of the organization's apps, each once.
     pub fn list_org_apps(&self, org: &str, deadline: Deadline) -> Result<Vec<String>, ApiError> {
         let op = format!("list apps of organization {org}");
-        let path = format!("/v1/apps?org_slug={}", http::encode_query_value(org));
+        let path = format!("/v1/apps?org_slug={}", http::percent_encode(org));
         let reply = self.buffered(&op, "GET", &path, None, deadline)?;
         let apps: OrgApps =
             serde_json::from_str(&reply.body).map_err(|e| decode_error(&op, &reply, &e))?;
@@ -383,7 +383,8 @@ impl MachinesClient {
                         (Transport::Timeout, _) => None,
                         (Transport::NotConnected(_), _)
                         | (Transport::Broken(_), Retry::Idempotent) => Some(backoff(attempt)),
-                        (Transport::Broken(_), Retry::OnlyIfNotSent) => None,
+                        (Transport::Broken(_), Retry::OnlyIfNotSent)
+                        | (Transport::TooLarge(_), _) => None,
                     };
                     (ApiError::new(op, ApiErrorKind::Transport(t)), wait)
                 }
@@ -417,8 +418,15 @@ fn run<B: ureq::AsSendBody>(
     )
 }
 
+/// `/v1/apps/{app}/machines`, the app name encoded as one path segment.
+fn machines_path(app: &str) -> String {
+    format!("/v1/apps/{}/machines", http::percent_encode(app))
+}
+
+/// `/v1/apps/{app}/machines/{id}{rest}`: the id, which comes from the API, is encoded too, so
+/// whatever it holds it addresses that one machine (or none).
 fn machine_path(app: &str, id: &str, rest: &str) -> String {
-    format!("/v1/apps/{app}/machines/{id}{rest}")
+    format!("{}/{}{rest}", machines_path(app), http::percent_encode(id))
 }
 
 /// Exponential backoff with full jitter: up to 100 ms, 200 ms, 400 ms, … capped at 2 s.

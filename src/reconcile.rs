@@ -545,7 +545,7 @@ impl Reconciler {
     /// A group's targets from the cycle's metrics, bounded by `max-machines`.
     fn targets(&self, group: &Group, metrics: &MetricValues) -> Result<TargetCounts, TargetError> {
         let mut targets = group.targets.evaluate(metrics)?;
-        if targets.clamp_to(u32::try_from(self.max_machines).unwrap_or(u32::MAX)) {
+        if targets.clamp_minimums_to(u32::try_from(self.max_machines).unwrap_or(u32::MAX)) {
             log::warn!(max_machines = self.max_machines, process_group = self.labeled.then_some(group.name.as_str());
                 "target above max-machines, clamped; raise max-machines if the app really needs more");
         }
@@ -591,7 +591,9 @@ impl Reconciler {
                     for (group, group_state) in self.groups.iter().zip(&mut state.groups) {
                         if let Ok(targets) = group.targets.evaluate(&metrics) {
                             let mut targets = targets;
-                            targets.clamp_to(u32::try_from(self.max_machines).unwrap_or(u32::MAX));
+                            targets.clamp_minimums_to(
+                                u32::try_from(self.max_machines).unwrap_or(u32::MAX),
+                            );
                             group_state.memory.record(at, targets);
                             filled += 1;
                         }

@@ -179,8 +179,8 @@ impl fmt::Display for ListError {
         match self {
             ListError::TooMany(max) => write!(
                 f,
-                "the app has more than {max} machines, more than this autoscaler reads; \
-                 split the app or raise max-machines"
+                "the app has more than {max} machines, the most this autoscaler reads; \
+                 split it into several apps"
             ),
             ListError::Json(e) => write!(f, "the body is not the expected machine list: {e}"),
         }
@@ -501,6 +501,68 @@ mod tests {
             "registry-1.docker.io/library/ubuntu@sha256:ab"
         );
         assert_eq!(r("", "").full(), "registry-1.docker.io/library/ubuntu");
+    }
+
+    /// The reader over random input: never a panic, never more than `max` machines, and on
+    /// generated lists exactly the oracle's answer.
+    mod properties {
+        use super::*;
+        use crate::testing::{self, json_ish_bytes, machine_list};
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(testing::cases(512))]
+
+            #[test]
+            fn any_bytes_are_a_list_within_the_bound_or_an_error(
+                bytes in json_ish_bytes(),
+                max in 0usize..8,
+            ) {
+                if let Ok(machines) = read_machine_list(&bytes[..], max) {
+                    prop_assert!(machines.len() <= max);
+                }
+            }
+
+            #[test]
+            fn generated_lists_are_read_as_the_oracle_says(
+                list in machine_list(12),
+                max in 0usize..14,
+            ) {
+                let values: Vec<Value> = list.iter().map(|(v, _)| v.clone()).collect();
+                let text = serde_json::to_string(&values).unwrap();
+                // Machines are read one by one and the bound checked when one more arrives:
+                // an ill-formed machine among the first `max + 1` fails the list as JSON.
+                let first_bad = list.iter().position(|(_, ok)| !ok);
+                let result = read_machine_list(text.as_bytes(), max);
+                match (first_bad, result) {
+                    (Some(bad), Err(ListError::Json(_))) => prop_assert!(bad <= max),
+                    (_, Err(ListError::TooMany(m))) => {
+                        prop_assert_eq!(m, max);
+                        prop_assert!(list.len() > max && first_bad.is_none_or(|b| b > max));
+                    }
+                    (None, Ok(machines)) => {
+                        prop_assert!(list.len() <= max);
+                        prop_assert_eq!(machines.len(), list.len());
+                        // Only the first clone candidate of each group keeps its config.
+                        let mut groups = HashSet::new();
+                        for (m, v) in machines.iter().zip(&values) {
+                            let text = |key| v.get(key).and_then(Value::as_str).unwrap_or("");
+                            prop_assert_eq!(m.id.as_str(), text("id"));
+                            prop_assert_eq!(m.state.as_str(), text("state"));
+                            let has_config = v.get("config").is_some_and(|c| !c.is_null());
+                            let source = m.may_be_cloned()
+                                && has_config
+                                && !groups.contains(&m.process_group);
+                            prop_assert_eq!(m.clone.is_some(), source, "{:?}", m);
+                            if source {
+                                groups.insert(m.process_group.clone());
+                            }
+                        }
+                    }
+                    (bad, other) => prop_assert!(false, "first ill-formed {bad:?}, got {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub fn replay(grid: &Grid, constants: &[(String, f64)], s: &Scenario) -> Run {
                 .targets
                 .evaluate(metrics)
                 .map(|mut targets| {
-                    targets.clamp_to(limit);
+                    targets.clamp_minimums_to(limit);
                     targets
                 })
                 .map_err(|e| e.to_string()),

@@ -16,7 +16,7 @@ use super::{Collector, SourceError, SourceErrorKind};
 use crate::auth;
 use crate::config::CollectorConfig;
 use crate::expand::expand_query;
-use crate::http::{self, Deadline, Redirects, Transport, encode_query_value};
+use crate::http::{self, Deadline, Redirects, Transport, percent_encode};
 
 /// The collector for `c`: HTTP API for an `http(s)://` address, gRPC for `host:port`.
 pub fn build(c: &CollectorConfig) -> Result<Box<dyn Collector>, String> {
@@ -153,8 +153,8 @@ impl Collector for TemporalCollector {
         let url = format!(
             "{}/api/v1/namespaces/{}/workflow-count?query={}",
             self.base,
-            encode_query_value(&self.namespace),
-            encode_query_value(&self.visibility_query(app))
+            percent_encode(&self.namespace),
+            percent_encode(&self.visibility_query(app))
         );
         let started = Instant::now();
         let fail = |kind| SourceError {

@@ -1031,3 +1031,341 @@ fn leader_election_keys() {
     assert_eq!(env.leader_election_key, "key");
     assert_eq!(env.leader_election_ttl, Duration::from_secs(4));
 }
+/// Random config files through everything `eval` and `serve` do with one before the first
+/// reconcile (read, `${VAR}` expansion, YAML, validation, expressions, collectors): never a
+/// panic; every error one line, naming no secret.
+mod properties {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::testing;
+    use proptest::prelude::*;
+
+    /// A value every secret key gets in generated files; no error may show it.
+    const SECRET: &str = "fm2_sekrit";
+
+    const KEYS: &[&str] = &[
+        "app-name",
+        "org",
+        "process-group",
+        "process-groups",
+        "concurrency",
+        "interval",
+        "timeout",
+        "app-list-refresh-interval",
+        "verbose",
+        "metric-collectors",
+        "action-concurrency",
+        "metrics-addr",
+        "log-format",
+        "flaps-base-url",
+        "api-base-url",
+        "deploy-guard",
+        "deploy-guard-fail-open-after",
+        "max-machines",
+        "time-offset",
+        "created-machine-count",
+        "min-created-machine-count",
+        "max-created-machine-count",
+        "started-machine-count",
+        "min-started-machine-count",
+        "max-started-machine-count",
+        "regions",
+        "initial-machine-state",
+        "scale-up-stabilization",
+        "scale-down-stabilization",
+        "max-scale-up",
+        "max-scale-down",
+        "cooldown",
+        "fallback-after",
+        "fallback-created-machine-count",
+        "fallback-started-machine-count",
+        "stop-order",
+        "stop-priority-query",
+        "scale-down-method",
+        "intervall",
+        "x",
+        "",
+    ];
+    const WORDS: &[&str] = &[
+        "15s",
+        "0s",
+        "-1s",
+        "100ms",
+        "1ns",
+        "99999999h",
+        "1.5h",
+        "1e3s",
+        "off",
+        "json",
+        "text",
+        "started",
+        "stopped",
+        "suspend",
+        "stop",
+        "newest",
+        "50%",
+        "0%",
+        "1000000%",
+        "-05:00",
+        "+14:00",
+        "25:00",
+        "ceil(q / 10)",
+        "q ? 1 : 0",
+        "((q)",
+        "q ** q ** q",
+        "${FAS_X}",
+        "$APP_NAME",
+        "${",
+        "*",
+        "my-*",
+        "prometheus",
+        "temporal",
+        "http://127.0.0.1:1",
+        "localhost:7233",
+        "dns:///h:1",
+        "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+        "1",
+        "0",
+        "-1",
+        "1025",
+        "65",
+        "20001",
+        "4294967296",
+        "true",
+        "no",
+        "~",
+        "null",
+    ];
+
+    /// A YAML node, rendered in block or flow style.
+    #[derive(Debug, Clone)]
+    enum Node {
+        Scalar(String),
+        Flow(Vec<Node>),
+        Seq(Vec<Node>),
+        Map(Vec<(String, Node)>),
+    }
+
+    fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(WORDS).prop_map(|w| format!("{w:?}")),
+            2 => prop::sample::select(WORDS).prop_map(String::from),
+            1 => any::<f64>().prop_map(|f| f.to_string()),
+            1 => any::<i64>().prop_map(|n| n.to_string()),
+            1 => "[ -~]{0,12}".prop_map(|s| format!("{s:?}")),
+            1 => "[ -~\t]{0,12}",
+            1 => Just("&a x".to_string()),
+            1 => Just("*a".to_string()),
+            1 => Just("!!binary aGk=".to_string()),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => prop::sample::select(KEYS).prop_map(String::from),
+            1 => "[a-z-]{1,8}",
+        ]
+    }
+
+    fn node() -> impl Strategy<Value = Node> {
+        scalar()
+            .prop_map(Node::Scalar)
+            .prop_recursive(4, 40, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Node::Flow),
+                    prop::collection::vec(inner.clone(), 1..4).prop_map(Node::Seq),
+                    prop::collection::vec((key(), inner), 1..5).prop_map(Node::Map),
+                ]
+            })
+    }
+
+    /// `key: value` lines at `indent`.
+    fn render_map(entries: &[(String, Node)], indent: usize, out: &mut String) {
+        for (k, v) in entries {
+            out.push_str(&" ".repeat(indent));
+            out.push_str(k);
+            out.push(':');
+            render_value(v, indent, out);
+        }
+    }
+
+    /// A value after `key:` or `- `.
+    fn render_value(node: &Node, indent: usize, out: &mut String) {
+        match node {
+            Node::Scalar(_) | Node::Flow(_) => {
+                out.push(' ');
+                out.push_str(&flow(node));
+                out.push('\n');
+            }
+            Node::Seq(items) => {
+                out.push('\n');
+                for item in items {
+                    out.push_str(&" ".repeat(indent + 2));
+                    out.push('-');
+                    render_value(item, indent + 4, out);
+                }
+            }
+            Node::Map(entries) => {
+                out.push('\n');
+                render_map(entries, indent + 2, out);
+            }
+        }
+    }
+
+    fn flow(node: &Node) -> String {
+        match node {
+            Node::Scalar(s) => s.clone(),
+            Node::Flow(items) | Node::Seq(items) => {
+                format!(
+                    "[{}]",
+                    items.iter().map(flow).collect::<Vec<_>>().join(", ")
+                )
+            }
+            Node::Map(entries) => format!(
+                "{{{}}}",
+                entries
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", flow(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// One `metric-collectors` entry, its secrets set to [`SECRET`].
+    fn collector() -> impl Strategy<Value = String> {
+        let word = || prop::sample::select(WORDS);
+        (
+            prop::sample::select(&["prometheus", "temporal", "graphite"][..]),
+            prop::sample::select(&["q", "w", "hour", ""][..]),
+            word(),
+            word(),
+            prop::sample::subsequence(&["token", "api-key", "key-data"][..], 0..=3),
+            prop::option::of(word()),
+        )
+            .prop_map(|(kind, name, address, query, secrets, cert)| {
+                let mut out = format!(
+                    "  - type: {kind}\n    metric-name: {name:?}\n    address: {address:?}\n    query: {query:?}\n"
+                );
+                for key in secrets {
+                    out.push_str(&format!("    {key}: {SECRET:?}\n"));
+                }
+                if let Some(cert) = cert {
+                    out.push_str(&format!("    cert-data: {cert:?}\n"));
+                }
+                out
+            })
+    }
+
+    /// A config file: often a working core, collectors, the API token, then random keys
+    /// (mostly known) with scalar, flow or block values.
+    fn config_file() -> impl Strategy<Value = String> {
+        (
+            prop::option::weighted(0.75, prop::sample::select(WORDS)),
+            any::<bool>(),
+            prop::collection::vec(collector(), 0..3),
+            prop::collection::vec(
+                (
+                    key(),
+                    prop_oneof![3 => scalar().prop_map(Node::Scalar), 1 => node()],
+                ),
+                0..4,
+            ),
+        )
+            .prop_map(|(core, token, collectors, entries)| {
+                let mut out = String::new();
+                if let Some(count) = core {
+                    out.push_str(&format!(
+                        "app-name: my-app\nstarted-machine-count: {count:?}\n"
+                    ));
+                }
+                if token {
+                    out.push_str(&format!("api-token: {SECRET:?}\n"));
+                }
+                if !collectors.is_empty() {
+                    out.push_str("metric-collectors:\n");
+                    out.push_str(&collectors.concat());
+                }
+                render_map(&entries, 0, &mut out);
+                out
+            })
+    }
+
+    /// The reference config, or a generated one, with characters inserted and spans cut.
+    fn mangled_file() -> impl Strategy<Value = String> {
+        let reference = include_str!("../../testdata/fly-autoscaler.yml").to_string();
+        (
+            prop_oneof![Just(reference), config_file()],
+            prop::collection::vec(
+                (
+                    any::<prop::sample::Index>(),
+                    prop::sample::select(
+                        &[
+                            '[', '{', ':', '-', '"', '\'', '\t', '\n', ' ', '#', '&', '*', '!',
+                            '|', '>', '%', '@', '\u{0}', 'é',
+                        ][..],
+                    ),
+                ),
+                0..6,
+            ),
+            prop::option::of((any::<prop::sample::Index>(), 0usize..40)),
+        )
+            .prop_map(|(text, inserts, cut)| {
+                let mut chars: Vec<char> = text.chars().collect();
+                for (at, c) in inserts {
+                    let i = at.index(chars.len() + 1);
+                    chars.insert(i, c);
+                }
+                if let Some((at, len)) = cut {
+                    let i = at.index(chars.len() + 1);
+                    chars.drain(i..(i + len).min(chars.len()));
+                }
+                chars.into_iter().collect()
+            })
+    }
+
+    /// Loads `text` as `-config` does (environment empty but for one variable), then
+    /// compiles the expressions and builds the collectors; the first error.
+    fn load(text: &str) -> Result<(), String> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "fas-config-prop-{}-{}.yml",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, text).unwrap();
+        let loaded = Config::load(Some(&path), &env_of(&[("FAS_X", "15s")]));
+        let _ = std::fs::remove_file(&path);
+        let config = loaded.map_err(|e| e.to_string())?;
+        crate::reconcile::compile_groups(&config)?;
+        crate::collector::build(&config.metric_collectors)?;
+        Ok(())
+    }
+
+    fn check_error(result: Result<(), String>, secret_may_show: bool) -> Result<(), TestCaseError> {
+        if let Err(e) = result {
+            prop_assert!(!e.trim().is_empty());
+            prop_assert!(!e.contains(['\n', '\r']), "not one line: {e:?}");
+            prop_assert!(secret_may_show || !e.contains(SECRET), "secret shown: {e}");
+        }
+        Ok(())
+    }
+
+    use proptest::test_runner::TestCaseError;
+
+    proptest! {
+        #![proptest_config(testing::cases(256))]
+
+        #[test]
+        fn generated_config_files_load_or_fail_in_one_line(text in config_file()) {
+            check_error(load(&text), false)?;
+        }
+
+        #[test]
+        fn mangled_config_files_load_or_fail_in_one_line(text in mangled_file()) {
+            // Mangling can move a secret under another key, where showing it is fair.
+            check_error(load(&text), true)?;
+        }
+    }
+}

@@ -52,17 +52,14 @@ impl TargetCounts {
         }
     }
 
-    /// Every bound lowered to at most `max`; true if one was lowered.
-    pub fn clamp_to(&mut self, max: u32) -> bool {
+    /// Every minimum lowered to at most `max` (`max-machines`); true if one was lowered.
+    /// Minimums are what scale up; a maximum above `max` is left alone, so an app that
+    /// already has more machines is not scaled down because of the bound.
+    pub fn clamp_minimums_to(&mut self, max: u32) -> bool {
         let mut clamped = false;
-        for bound in [
-            &mut self.created.min,
-            &mut self.created.max,
-            &mut self.started.min,
-            &mut self.started.max,
-        ]
-        .into_iter()
-        .flatten()
+        for bound in [&mut self.created.min, &mut self.started.min]
+            .into_iter()
+            .flatten()
         {
             if *bound > max {
                 *bound = max;
@@ -200,7 +197,8 @@ impl Plan {
         }
     }
 
-    /// A short description for logs: `start 3 of [id, …]`.
+    /// A short description for logs: `start 3 of [id, …]` (at most [`SHOWN`] ids or regions,
+    /// then how many more).
     pub fn summary(&self) -> String {
         match &self.action {
             Action::None => "no scale".to_string(),
@@ -208,9 +206,9 @@ impl Plan {
                 "create {} cloned from {} in [{}]",
                 l.regions.len(),
                 l.source,
-                l.regions.join(", ")
+                shown(&l.regions)
             ),
-            Action::Destroy(ids) => format!("destroy {} [{}]", ids.len(), ids.join(", ")),
+            Action::Destroy(ids) => format!("destroy {} [{}]", ids.len(), shown(ids)),
             Action::Start { candidates, .. } if candidates.is_empty() => {
                 format!(
                     "no scale: {} short, nothing left to start",
@@ -220,21 +218,34 @@ impl Plan {
             Action::Start { candidates, needed } => format!(
                 "start {} of [{}]",
                 needed.min(&candidates.len()),
-                candidates.join(", ")
+                shown(candidates)
             ),
             Action::Stop { candidates, needed } => format!(
                 "stop {} of [{}]",
                 needed.min(&candidates.len()),
-                candidates.join(", ")
+                shown(candidates)
             ),
             Action::Suspend { candidates, needed } => format!(
                 "suspend {} of [{}]",
                 needed.min(&candidates.len()),
-                candidates.join(", ")
+                shown(candidates)
             ),
             Action::NoCloneSource => "cannot create: no machine to clone".to_string(),
         }
     }
+}
+
+/// The most ids (or regions) a plan's summary names: a log line stays readable with
+/// thousands of machines.
+const SHOWN: usize = 10;
+
+/// `a, b, c`; past [`SHOWN`] items, the first ones and `, … 990 more`.
+fn shown(items: &[String]) -> String {
+    let mut s = items[..items.len().min(SHOWN)].join(", ");
+    if items.len() > SHOWN {
+        s.push_str(&format!(", … {} more", items.len() - SHOWN));
+    }
+    s
 }
 
 /// A managed machine and the state it counts as.
@@ -330,12 +341,17 @@ fn plan_managed(
             Action::Destroy(ids)
         }
     } else if let Some(min) = above(started, targets.started.min) {
+        // Candidates beyond the first `max_machines` are never tried, so failures replaced
+        // by the next candidate cost at most that many calls too.
+        let mut candidates = by_id(&[Stable::Suspended, Stable::Stopped]);
+        candidates.truncate(limit);
         Action::Start {
-            candidates: by_id(&[Stable::Suspended, Stable::Stopped]),
+            candidates,
             needed: size(min - started, up, Held::MaxScaleUp),
         }
     } else if let Some(max) = below(started, targets.started.max) {
-        let candidates = stop_order(stable(Stable::Started).collect(), policy);
+        let mut candidates = stop_order(stable(Stable::Started).collect(), policy);
+        candidates.truncate(limit);
         let needed = size(started - max, down, Held::MaxScaleDown);
         match policy.scale_down_method {
             ScaleDownMethod::Stop => Action::Stop { candidates, needed },

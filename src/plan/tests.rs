@@ -626,22 +626,72 @@ fn actions_are_bounded_by_max_machines() {
     assert!(matches!(p.action, Action::Destroy(ref ids) if ids.len() == 3));
 }
 
+// Minimums are clamped; maximums are not, so a bound below what an app already has never
+// scales it down.
 #[test]
-fn targets_are_clamped() {
+fn target_minimums_are_clamped() {
     let mut t = created(Some(5_000), Some(7));
-    t.started.max = Some(u32::MAX);
-    assert!(t.clamp_to(1000));
-    assert_eq!(t.created.min, Some(1000));
-    assert_eq!(t.created.max, Some(7));
-    assert_eq!(t.started.max, Some(1000));
-    assert!(!t.clamp_to(1000));
+    t.started = Bounds {
+        min: Some(u32::MAX),
+        max: Some(u32::MAX),
+    };
+    assert!(t.clamp_minimums_to(1000));
+    assert_eq!(
+        t.created,
+        Bounds {
+            min: Some(1000),
+            max: Some(7)
+        }
+    );
+    assert_eq!(
+        t.started,
+        Bounds {
+            min: Some(1000),
+            max: Some(u32::MAX)
+        }
+    );
+    assert!(!t.clamp_minimums_to(1000));
+    let many: Vec<Machine> = (0..2000)
+        .map(|i| m(&format!("{i:04}"), "started"))
+        .collect();
+    let bounded = Policy {
+        max_machines: 1000,
+        ..policy("")
+    };
+    let mut t = started(2000, 2000);
+    t.clamp_minimums_to(1000);
+    assert_eq!(plan(&t, &many, &bounded).action, Action::None);
+}
+
+// Start and stop candidates are bounded too: failures replaced by the next candidate never
+// cost more than `max_machines` calls. The summary names ten of them.
+#[test]
+fn candidates_are_bounded_by_max_machines() {
+    let bounded = Policy {
+        max_machines: 20,
+        ..policy("")
+    };
+    let stopped: Vec<Machine> = (0..50).map(|i| m(&format!("{i:02}"), "stopped")).collect();
+    let p = plan(&started(1, 1), &stopped, &bounded);
+    let Action::Start { candidates, needed } = &p.action else {
+        panic!("{:?}", p.action)
+    };
+    assert_eq!((candidates.len(), *needed), (20, 1));
+    assert_eq!(
+        p.summary(),
+        "start 1 of [00, 01, 02, 03, 04, 05, 06, 07, 08, 09, … 10 more]"
+    );
 }
 
 /// Property tests: random machine lists (any state, duplicates, missing ids, other groups,
-/// unreachable hosts) and random targets never break the planner's invariants.
-mod invariants {
+/// unreachable hosts) and random targets never break the planner's invariants — built as
+/// `Machine`s, or sent through the list reader as JSON.
+mod properties {
     use super::*;
+    use crate::testing::{self, machine_list};
+    use crate::wire::read_machine_list;
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
 
     const STATES: &[&str] = &[
         "created",
@@ -684,78 +734,131 @@ mod invariants {
         prop_oneof![Just(None), (0u32..12).prop_map(Some), Just(Some(u32::MAX))]
     }
 
+    /// Targets as `TargetExprs` makes them (a created bound is at least 1), and a policy.
+    fn targets_and_policy() -> impl Strategy<Value = (TargetCounts, usize, bool, &'static str)> {
+        (
+            (bound(), bound(), bound(), bound()),
+            1usize..6,
+            any::<bool>(),
+            prop::sample::select(&["", "app", "worker"][..]),
+        )
+            .prop_map(|(bounds, max_machines, initial_stopped, group)| {
+                let targets = TargetCounts {
+                    created: Bounds {
+                        min: bounds.0.map(|v| v.max(1)),
+                        max: bounds.1.map(|v| v.max(1)),
+                    },
+                    started: Bounds {
+                        min: bounds.2,
+                        max: bounds.3,
+                    },
+                };
+                (targets, max_machines, initial_stopped, group)
+            })
+    }
+
+    /// Plans, then checks every invariant of the planner (module docs of `plan`).
+    fn plan_and_check(
+        targets: &TargetCounts,
+        machines: &[Machine],
+        max_machines: usize,
+        initial_stopped: bool,
+        group: &str,
+    ) -> Result<(), TestCaseError> {
+        let policy = Policy {
+            max_machines,
+            initial_state: if initial_stopped {
+                InitialState::Stopped
+            } else {
+                InitialState::Started
+            },
+            ..policy(group)
+        };
+        let p = plan(targets, machines, &policy);
+        // The group's machines, each id by its first listing (as the planner reads them).
+        let mut seen = HashSet::new();
+        let managed: Vec<&Machine> = machines
+            .iter()
+            .filter(|m| m.host_status == "ok" && m.process_group == group && !m.id.is_empty())
+            .filter(|m| seen.insert(m.id.clone()))
+            .collect();
+        let state_of = |id: &str| {
+            managed
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| m.state.as_str())
+        };
+        let stable =
+            |s: Option<&str>| matches!(s, Some("created" | "started" | "stopped" | "suspended"));
+        let addressed: Vec<&String> = match &p.action {
+            Action::Destroy(ids) => ids.iter().collect(),
+            Action::Start { candidates, .. }
+            | Action::Stop { candidates, .. }
+            | Action::Suspend { candidates, .. } => candidates.iter().collect(),
+            _ => vec![],
+        };
+        // Never twice, never without an id, never more than max_machines, only machines of
+        // the group in a stable state.
+        let unique: HashSet<&String> = addressed.iter().copied().collect();
+        prop_assert_eq!(unique.len(), addressed.len());
+        prop_assert!(addressed.len() <= max_machines);
+        for id in &addressed {
+            prop_assert!(!id.is_empty());
+            prop_assert!(stable(state_of(id)), "{id} is {:?}", state_of(id));
+        }
+        match &p.action {
+            Action::Create(l) => {
+                prop_assert!(l.regions.len() <= max_machines && !l.regions.is_empty());
+                prop_assert!(stable(state_of(&l.source)));
+            }
+            Action::Destroy(ids) => {
+                let stable_before = managed.iter().any(|m| stable(Some(&m.state)));
+                let stable_after = managed
+                    .iter()
+                    .any(|m| stable(Some(&m.state)) && !ids.contains(&m.id));
+                prop_assert!(
+                    !stable_before || stable_after,
+                    "destroy left no stable machine: {:?}",
+                    p.action
+                );
+            }
+            Action::Start { candidates, needed } => {
+                prop_assert!(*needed <= max_machines);
+                for id in candidates {
+                    prop_assert!(matches!(state_of(id), Some("stopped" | "suspended")));
+                }
+            }
+            Action::Stop { candidates, needed } | Action::Suspend { candidates, needed } => {
+                prop_assert!(*needed <= max_machines);
+                for id in candidates {
+                    prop_assert_eq!(state_of(id), Some("started"));
+                }
+            }
+            Action::None | Action::NoCloneSource => {}
+        }
+        Ok(())
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(testing::cases(512))]
 
         #[test]
         fn planner_invariants(
             machines in prop::collection::vec(machine(), 0..14),
-            bounds in (bound(), bound(), bound(), bound()),
-            max_machines in 1usize..6,
-            initial_stopped in any::<bool>(),
+            (targets, max_machines, initial_stopped, group) in targets_and_policy(),
         ) {
-            let targets = TargetCounts {
-                created: Bounds { min: bounds.0.map(|v| v.max(1)), max: bounds.1.map(|v| v.max(1)) },
-                started: Bounds { min: bounds.2, max: bounds.3 },
-            };
-            let policy = Policy {
-                max_machines,
-                initial_state: if initial_stopped { InitialState::Stopped } else { InitialState::Started },
-                ..policy("")
-            };
-            let p = plan(&targets, &machines, &policy);
-            // The group's machines, each id by its first listing (as the planner reads them).
-            let mut seen = HashSet::new();
-            let managed: Vec<&Machine> = machines
-                .iter()
-                .filter(|m| m.host_status == "ok" && m.process_group.is_empty() && !m.id.is_empty())
-                .filter(|m| seen.insert(m.id.clone()))
-                .collect();
-            let state_of = |id: &str| managed.iter().find(|m| m.id == id).map(|m| m.state.as_str());
-            let addressed: Vec<&String> = match &p.action {
-                Action::Destroy(ids) => ids.iter().collect(),
-                Action::Start { candidates, .. }
-                | Action::Stop { candidates, .. }
-                | Action::Suspend { candidates, .. } => candidates.iter().collect(),
-                _ => vec![],
-            };
-            // Never twice, never without an id, only machines of the group in a stable state.
-            let unique: HashSet<&String> = addressed.iter().copied().collect();
-            prop_assert_eq!(unique.len(), addressed.len());
-            for id in &addressed {
-                prop_assert!(!id.is_empty());
-                let state = state_of(id);
-                prop_assert!(matches!(state, Some("created" | "started" | "stopped" | "suspended")), "{id} is {state:?}");
-            }
-            match &p.action {
-                Action::Create(l) => {
-                    prop_assert!(l.regions.len() <= max_machines && !l.regions.is_empty());
-                    let source = state_of(&l.source);
-                    prop_assert!(matches!(source, Some("created" | "started" | "stopped" | "suspended")));
-                }
-                Action::Destroy(ids) => {
-                    prop_assert!(ids.len() <= max_machines);
-                    let stable = |m: &&&Machine| matches!(m.state.as_str(), "created" | "started" | "stopped" | "suspended");
-                    let stable_before = managed.iter().any(|m| stable(&m));
-                    let stable_after = managed.iter().filter(stable).any(|m| !ids.contains(&m.id));
-                    prop_assert!(!stable_before || stable_after, "destroy left no stable machine: {:?}", p.action);
-                }
-                Action::Start { candidates, needed } => {
-                    prop_assert!(*needed <= max_machines);
-                    for id in candidates {
-                        prop_assert!(matches!(state_of(id), Some("stopped" | "suspended")));
-                    }
-                }
-                Action::Stop { candidates, needed } | Action::Suspend { candidates, needed } => {
-                    prop_assert!(*needed <= max_machines);
-                    for id in candidates {
-                        prop_assert_eq!(state_of(id), Some("started"));
-                    }
-                }
-                Action::None | Action::NoCloneSource => {}
+            plan_and_check(&targets, &machines, max_machines, initial_stopped, group)?;
+        }
+
+        #[test]
+        fn planner_invariants_on_parsed_lists(
+            list in machine_list(14),
+            (targets, max_machines, initial_stopped, group) in targets_and_policy(),
+        ) {
+            let values: Vec<serde_json::Value> = list.into_iter().map(|(v, _)| v).collect();
+            let text = serde_json::to_string(&values).unwrap();
+            if let Ok(machines) = read_machine_list(text.as_bytes(), 20) {
+                plan_and_check(&targets, &machines, max_machines, initial_stopped, group)?;
             }
         }
     }

@@ -206,19 +206,21 @@ impl Apply<'_> {
         }
         let done = match self.platform.act(app, Change::Suspend, id, self.deadline) {
             Ok(()) => Done::Yes,
-            Err(e) if e.is_refused() => match self.platform.get(app, id, self.deadline) {
-                Ok(m) if m.state == "started" => {
-                    if !self.suspend_refused.swap(true, Ordering::Relaxed) {
-                        log::warn!(app, process_group = group, id, err:% = e;
-                            "suspend refused, stopping instead (warned once)");
+            Err(e) if e.is_refused() && !e.is_not_found() => {
+                match self.platform.get(app, id, self.deadline) {
+                    Ok(m) if m.state == "started" => {
+                        if !self.suspend_refused.swap(true, Ordering::Relaxed) {
+                            log::warn!(app, process_group = group, id, err:% = e;
+                                "suspend refused, stopping instead (warned once)");
+                        }
+                        self.count(Change::Suspend, id, Done::No);
+                        return self.change(Change::Stop, id);
                     }
-                    self.count(Change::Suspend, id, Done::No);
-                    return self.change(Change::Stop, id);
+                    Ok(m) if reached(Change::Suspend, &m) => Done::Yes,
+                    Ok(_) => Done::No,
+                    Err(_) => Done::Unknown,
                 }
-                Ok(m) if reached(Change::Suspend, &m) => Done::Yes,
-                Ok(_) => Done::No,
-                Err(_) => Done::Unknown,
-            },
+            }
             Err(e) => self.settle(Change::Suspend, id, &e),
         };
         self.count(Change::Suspend, id, done)
@@ -228,7 +230,9 @@ impl Apply<'_> {
     fn settle(&self, change: Change, id: &str, e: &crate::machines::ApiError) -> Done {
         let (app, group) = (self.who.app, self.who.group);
         let verb = change.op().as_str();
-        if change == Change::Destroy && e.is_not_found() {
+        // Gone is as far from started as a machine can be: replacing it by another stop (or
+        // suspend) would go one past the target.
+        if change != Change::Start && e.is_not_found() {
             log::info!(app, process_group = group, id, err:% = e; "machine already gone");
             return Done::Yes;
         }

@@ -433,11 +433,10 @@ fn an_unreadable_machine_is_unknown_and_not_replaced() {
     assert_eq!(fake.calls(), ["list", "start 2", "get 2"]);
 }
 
+// A destroy, stop or suspend answered 404 counts as done: the machine is gone, and nothing
+// is destroyed, stopped or suspended in its place (issue 9's fault matrix).
 #[test]
-fn a_destroy_of_a_machine_already_gone_counts_as_done() {
-    let fake = Arc::new(Fake::default());
-    fake.machine("1", "started");
-    fake.machine("2", "stopped");
+fn a_change_to_a_machine_already_gone_counts_as_done() {
     fn gone() -> ApiError {
         api_error(ApiErrorKind::Status {
             code: 404,
@@ -445,26 +444,39 @@ fn a_destroy_of_a_machine_already_gone_counts_as_done() {
             status: String::new(),
         })
     }
-    fake.act_fails
-        .lock()
-        .unwrap()
-        .insert("destroy 2".into(), (gone, None));
-    let config = with_group(started_count(""), |g| g.created_machine_count = "1".into());
-    let outcome = reconciler(&fake, config)
-        .reconcile("a", &Mutex::default())
-        .unwrap();
-    assert!(matches!(
-        outcome,
-        Outcome::Applied {
-            action: "destroy",
-            tally: Tally {
-                ok: 1,
-                failed: 0,
-                unknown: 0
-            },
-            ..
-        }
-    ));
+    let destroy = with_group(started_count(""), |g| g.created_machine_count = "1".into());
+    let suspend = with_group(started_count("1"), |g| {
+        g.scale_down_method = crate::config::ScaleDownMethod::Suspend
+    });
+    for (states, config, call, action) in [
+        (["started", "stopped"], destroy, "destroy 2", "destroy"),
+        (["started", "started"], started_count("1"), "stop 1", "stop"),
+        (["started", "started"], suspend, "suspend 1", "stop"),
+    ] {
+        let fake = Arc::new(Fake::default());
+        fake.machine("1", states[0]);
+        fake.machine("2", states[1]);
+        fake.act_fails
+            .lock()
+            .unwrap()
+            .insert(call.into(), (gone, None));
+        let outcome = reconciler(&fake, config)
+            .reconcile("a", &Mutex::default())
+            .unwrap();
+        assert_eq!(fake.calls(), ["list", call]);
+        assert_eq!(
+            outcome,
+            Outcome::Applied {
+                action,
+                tally: Tally {
+                    ok: 1,
+                    failed: 0,
+                    unknown: 0
+                },
+                failed_groups: 0,
+            }
+        );
+    }
 }
 
 // Issue 10: the fail-open branch of the deploy guard.

@@ -1,6 +1,6 @@
 //! `serve` as a daemon: the worker pool, wildcard app discovery, skipped ticks, the
 //! per-reconcile timeout, `/metrics` (promtool and a real Prometheus), and shutdown on
-//! SIGTERM/SIGINT (its JSON logs are in `logs.rs`).
+//! SIGTERM/SIGINT.
 
 use std::time::{Duration, Instant};
 
@@ -9,31 +9,7 @@ use flysim::harness::{
 };
 use flysim::{Fault, FaultRule, MachineSpec, Simulator};
 
-use crate::support::{self, Serve, sample_in};
-
-/// Starts `serve` with the scenario env plus `extra`, a short interval, and `/metrics` on a
-/// port the kernel picks; returns once it serves.
-fn serve(sim: &Simulator, metric: &PromStub, app: &str, extra: &[(&str, &str)]) -> Serve {
-    let base = autoscaler_env(sim, metric, app);
-    let mut defaults = vec![
-        ("FAS_INTERVAL", "200ms"),
-        ("FAS_METRICS_ADDR", "127.0.0.1:0"),
-        ("FAS_STARTED_MACHINE_COUNT", "q"),
-    ];
-    defaults.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-    defaults.extend_from_slice(extra);
-    Serve::start(&[], &with(&base, &defaults))
-}
-
-/// Machine-list requests made for `app` so far.
-fn lists(sim: &Simulator, app: &str) -> Vec<Instant> {
-    let path = format!("/v1/apps/{app}/machines");
-    sim.requests()
-        .into_iter()
-        .filter(|r| r.method == "GET" && r.path == path)
-        .map(|r| r.at)
-        .collect()
-}
+use crate::support::{self, lists, serve};
 
 #[test]
 fn scales_up_and_down_as_the_metric_moves() {
@@ -333,41 +309,6 @@ fn metrics_pass_promtool_and_are_scraped_by_prometheus() {
     assert_eq!(prom.scrape_health(&target).as_deref(), Some("up"));
 }
 
-/// More machines wanted and none left to start: the Go program counts a bulk start
-/// (`fas_reconcile_count{status="start"}`), not `no_scale`, and starts nothing.
-#[test]
-fn a_start_shortfall_counts_as_start() {
-    let sim = Simulator::start();
-    sim.add_app("my-org", "my-app");
-    sim.add_machine("my-app", MachineSpec::new("started"));
-    sim.add_machine("my-app", MachineSpec::new("started"));
-    let metric = PromStub::start(3.0);
-    let s = serve(&sim, &metric, "my-app", &[]);
-    s.wait_for(
-        "a reconcile",
-        || s.daemon.stderr().contains(" reconciled app=my-app"),
-        Duration::from_secs(10),
-    );
-    // One scrape, so the counters are read at one moment.
-    let text = s.scrape();
-    let value =
-        |series: &str| sample_in(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-    let starts = value("fas_reconcile_count{status=\"start\"}");
-    assert!(starts >= 1.0, "{text}");
-    assert_eq!(value("fas_reconcile_count{status=\"no_scale\"}"), 0.0);
-    assert!(value("fas_reconciles_total{app=\"my-app\",action=\"start\"}") >= 1.0);
-    assert_eq!(value("fas_machine_start_count{status=\"ok\"}"), 0.0);
-    assert_eq!(value("fas_machine_start_count{status=\"failed\"}"), 0.0);
-    assert!(
-        s.daemon
-            .stderr()
-            .contains("plan=\"no scale: 1 short, nothing left to start\""),
-        "{}",
-        s.daemon.stderr()
-    );
-    assert_eq!(sim.count("my-app", "started"), 2);
-}
-
 fn shutdown_on(signal: &str) {
     let sim = Simulator::start();
     sim.add_app("my-org", "my-app");
@@ -462,4 +403,40 @@ fn sigterm_works_as_pid_1() {
         outer.stderr()
     );
     assert!(outer.stderr().contains("shutdown complete"));
+}
+
+/// More machines wanted and none left to start: the Go program counts a bulk start
+/// (`fas_reconcile_count{status="start"}`), not `no_scale`, and starts nothing.
+#[test]
+fn a_start_shortfall_counts_as_start() {
+    let sim = Simulator::start();
+    sim.add_app("my-org", "my-app");
+    sim.add_machine("my-app", MachineSpec::new("started"));
+    sim.add_machine("my-app", MachineSpec::new("started"));
+    let metric = PromStub::start(3.0);
+    let s = serve(&sim, &metric, "my-app", &[]);
+    s.wait_for(
+        "a reconcile",
+        || s.daemon.stderr().contains(" reconciled app=my-app"),
+        Duration::from_secs(10),
+    );
+    // One scrape, so the counters are read at one moment.
+    let text = s.scrape();
+    let value = |series: &str| {
+        support::sample_in(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let starts = value("fas_reconcile_count{status=\"start\"}");
+    assert!(starts >= 1.0, "{text}");
+    assert_eq!(value("fas_reconcile_count{status=\"no_scale\"}"), 0.0);
+    assert!(value("fas_reconciles_total{app=\"my-app\",action=\"start\"}") >= 1.0);
+    assert_eq!(value("fas_machine_start_count{status=\"ok\"}"), 0.0);
+    assert_eq!(value("fas_machine_start_count{status=\"failed\"}"), 0.0);
+    assert!(
+        s.daemon
+            .stderr()
+            .contains("plan=\"no scale: 1 short, nothing left to start\""),
+        "{}",
+        s.daemon.stderr()
+    );
+    assert_eq!(sim.count("my-app", "started"), 2);
 }

@@ -12,45 +12,7 @@ use flysim::harness::{PromStub, TOKEN, TOKEN_HEADER, autoscaler_env, with};
 use flysim::{Fault, FaultRule, MachineSpec, RecordedRequest, Simulator};
 use serde_json::json;
 
-use crate::support::{self, seed};
-
-const APP: &str = "my-app";
-
-struct Run {
-    code: Option<i32>,
-    stderr: String,
-    requests: Vec<RecordedRequest>,
-    took: Duration,
-}
-
-/// Runs `serve --once` with the scenario env plus `extra`.
-fn once(sim: &Simulator, metric: &PromStub, extra: &[(&str, &str)]) -> Run {
-    let base = autoscaler_env(sim, metric, APP);
-    let env = with(&base, extra);
-    sim.take_requests();
-    let out = support::run(&["serve", "--once"], &env);
-    Run {
-        code: out.code,
-        stderr: out.stderr,
-        requests: sim.take_requests(),
-        took: out.wall,
-    }
-}
-
-/// `METHOD path[?query]` of every Machines API request (GraphQL left out).
-fn calls(run: &Run) -> Vec<String> {
-    run.requests
-        .iter()
-        .filter(|r| r.path.starts_with("/v1/"))
-        .map(|r| {
-            if r.query.is_empty() {
-                format!("{} {}", r.method, r.path)
-            } else {
-                format!("{} {}?{}", r.method, r.path, r.query)
-            }
-        })
-        .collect()
-}
+use crate::support::{self, APP, calls, once, seed};
 
 fn states(sim: &Simulator) -> Vec<(String, String)> {
     sim.machines(APP)
@@ -615,38 +577,6 @@ fn wildcard_reconciles_every_matching_app() {
     assert_eq!(sim.machines("other")[0].state, "stopped");
 }
 
-/// A pass over many apps, one at a time, takes longer than one timeout: `--once` waits for
-/// every app (each is bounded by the timeout) and exits 0.
-#[test]
-fn a_long_pass_waits_for_every_app() {
-    let sim = Simulator::start();
-    for i in 0..16 {
-        let app = format!("my-app-{i:02}");
-        sim.add_app("my-org", &app);
-        sim.add_machine(&app, MachineSpec::new("stopped"));
-    }
-    // Release check and machine list: 0.5 s per app, 8 s in all, against a 1 s timeout.
-    sim.set_latency(Duration::from_millis(250));
-    let metric = PromStub::start(1.0);
-    let base = autoscaler_env(&sim, &metric, "my-app-*");
-    let env = with(
-        &base,
-        &[
-            ("FAS_STARTED_MACHINE_COUNT", "0"),
-            ("FAS_ORG", "my-org"),
-            ("FAS_TIMEOUT", "1s"),
-        ],
-    );
-    let out = support::run(&["serve", "--once"], &env);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert_eq!(
-        out.stderr.matches(" reconciled app=").count(),
-        16,
-        "{}",
-        out.stderr
-    );
-}
-
 #[test]
 fn dry_run_changes_nothing() {
     let sim = Simulator::start();
@@ -710,9 +640,38 @@ fn token_never_appears_in_output() {
     }
 }
 
-/// A Machines API stand-in on a raw socket, to see what a parsing server hides: it answers
-/// `GET` with `list` and anything else with `{}`, one request per connection
-/// (`Connection: close`), and keeps each request's bytes exactly as they arrived.
+/// A pass over many apps, one at a time, takes longer than one timeout: `--once` waits for
+/// every app (each is bounded by the timeout) and exits 0.
+#[test]
+fn a_long_pass_waits_for_every_app() {
+    let sim = Simulator::start();
+    for i in 0..16 {
+        let app = format!("my-app-{i:02}");
+        sim.add_app("my-org", &app);
+        sim.add_machine(&app, MachineSpec::new("stopped"));
+    }
+    // Release check and machine list: 0.5 s per app, 8 s in all, against a 1 s timeout.
+    sim.set_latency(Duration::from_millis(250));
+    let metric = PromStub::start(1.0);
+    let base = autoscaler_env(&sim, &metric, "my-app-*");
+    let env = with(
+        &base,
+        &[
+            ("FAS_STARTED_MACHINE_COUNT", "0"),
+            ("FAS_ORG", "my-org"),
+            ("FAS_TIMEOUT", "1s"),
+        ],
+    );
+    let out = support::run(&["serve", "--once"], &env);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches(" reconciled app=").count(),
+        16,
+        "{}",
+        out.stderr
+    );
+}
+
 struct RawApi {
     addr: SocketAddr,
     captured: Arc<Mutex<Vec<String>>>,

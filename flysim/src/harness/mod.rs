@@ -21,8 +21,8 @@ pub use nats::{Nats, NatsClient};
 pub use pki::Pki;
 pub use process::{
     Daemon, Output, TempDir, built_binary, file_tail, find_tool, free_port, http_get, is_alive,
-    is_root, log_field, metrics_url, run, send_signal, start_server, tail, terminate, wait_until,
-    which,
+    is_root, log_field, metrics_url, proc_status, run, send_signal, start_server, tail, terminate,
+    wait_until, which,
 };
 pub use prometheus::{History, MetricsEndpoint, Prometheus, promtool_check_metrics};
 pub use redis::{REDIS_PASSWORD, REDIS_USER, Redis};

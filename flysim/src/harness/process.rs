@@ -145,6 +145,18 @@ pub fn is_alive(pid: u32) -> bool {
         .is_some_and(|state| state != 'Z')
 }
 
+/// The number of a `/proc/<pid>/status` line, e.g. `VmHWM:` (peak RSS, kB) or `Threads:`.
+pub fn proc_status(pid: u32, key: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Whether the tests run as root (else namespaces need `unshare --user`).
 pub fn is_root() -> bool {
     Command::new("id")
