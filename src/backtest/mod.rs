@@ -132,8 +132,9 @@ impl Default for Options {
     }
 }
 
-/// Bounds on a replay, so a typo cannot ask for a billion steps.
-const MAX_STEPS: i64 = 5_000_000;
+/// The most steps one replay holds: each kept step costs about 430 bytes (two runs), so a
+/// million is about 430 MB — six months at 15 s. Longer ranges want a longer `-step`.
+const MAX_STEPS: i64 = 1_000_000;
 
 /// One group's two runs.
 pub struct GroupRuns {
