@@ -115,6 +115,10 @@ impl Machine {
         self.pending = Some((end.map(str::to_string), Instant::now() + after));
     }
 
+    pub(crate) fn in_transition(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// Completes a due transition; `false` once the machine is destroyed.
     pub(crate) fn settle(&mut self, now: Instant) -> bool {
         match self.pending.take() {

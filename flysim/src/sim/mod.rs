@@ -35,6 +35,7 @@ mod machine;
 #[cfg(test)]
 mod tests;
 
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -237,6 +238,8 @@ impl Simulator {
                 faults: Vec::new(),
                 orgs: Vec::new(),
                 apps: Vec::new(),
+                app_index: HashMap::new(),
+                unsettled: HashSet::new(),
                 machine_counter: 0,
                 rng: Rng::seeded(),
             }),
@@ -278,7 +281,7 @@ impl Simulator {
 
     /// Removes an app and its machines: requests for it get `404`, the org list omits it.
     pub fn remove_app(&self, app: &str) {
-        self.state().apps.retain(|a| a.name != app);
+        self.state().remove_app(app);
     }
 
     /// Seeds a machine (the app is created in org `personal` if unknown). Returns its id:
@@ -430,7 +433,13 @@ struct State {
     faults: Vec<FaultRule>,
     /// Slugs of every organisation an app was ever added to.
     orgs: Vec<String>,
+    /// In the order they were added (the org's app list keeps it).
     apps: Vec<App>,
+    /// Position of each app in `apps`: a lookup is not a scan of 10,000 apps.
+    app_index: HashMap<String, usize>,
+    /// Apps that may have a machine in transition: every app handed out mutably, until a
+    /// settle finds none (settling every app on every request would scan them all).
+    unsettled: HashSet<String>,
     machine_counter: u64,
     rng: Rng,
 }
@@ -439,17 +448,31 @@ impl State {
     /// Completes due transitions (computed on access rather than by a timer thread).
     fn settle(&mut self) {
         let now = Instant::now();
-        for app in &mut self.apps {
+        let (apps, index) = (&mut self.apps, &self.app_index);
+        self.unsettled.retain(|name| {
+            let Some(app) = index.get(name).map(|&i| &mut apps[i]) else {
+                return false;
+            };
             app.machines.retain_mut(|m| m.settle(now));
-        }
+            app.machines.iter().any(Machine::in_transition)
+        });
     }
 
     fn app(&self, name: &str) -> Option<&App> {
-        self.apps.iter().find(|a| a.name == name)
+        self.app_index.get(name).map(|&i| &self.apps[i])
     }
 
     fn app_by_name_mut(&mut self, name: &str) -> Option<&mut App> {
-        self.apps.iter_mut().find(|a| a.name == name)
+        let &i = self.app_index.get(name)?;
+        self.unsettled.insert(name.to_string());
+        Some(&mut self.apps[i])
+    }
+
+    fn remove_app(&mut self, name: &str) {
+        self.apps.retain(|a| a.name != name);
+        self.app_index = (self.apps.iter().enumerate())
+            .map(|(i, a)| (a.name.clone(), i))
+            .collect();
     }
 
     /// The app, added to `org` first if unknown.
@@ -464,6 +487,7 @@ impl State {
         }
         if self.app(name).is_none() {
             let hash = fnv1a(name.as_bytes(), self.apps.len() as u64);
+            self.app_index.insert(name.to_string(), self.apps.len());
             self.apps.push(App {
                 id: format!("{hash:016x}"),
                 name: name.to_string(),
