@@ -173,11 +173,18 @@ fn serve_scales_on_a_queue_across_a_redis_restart() {
     redis.restart();
     redis.cmd(&["RPUSH", "queue:my-app", "a"]);
     assert!(started(1), "{}\n{}", serve.stderr(), redis.log_tail());
+    // The machines change before the reconcile that changed them logs its line.
+    let last_target = || {
+        let log = serve.stderr();
+        let line = log.lines().rfind(|l| l.contains(" reconciled "))?;
+        log_field(line, "target_started")
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || last_target().as_deref()
+            == Some("1")),
+        "{}",
+        serve.stderr()
+    );
     let log = serve.stderr();
     assert!(!log.contains(REDIS_PASSWORD), "{log}");
-    let value = log
-        .lines()
-        .rfind(|l| l.contains(" reconciled "))
-        .and_then(|l| log_field(l, "target_started"));
-    assert_eq!(value.as_deref(), Some("1"), "{log}");
 }
