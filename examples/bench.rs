@@ -1697,6 +1697,14 @@ fn print_table(rows: &[Row], sizes: &Sizes, quick: bool, took: Duration) {
          working container."
             .to_string(),
         format!(
+            "8. Two `serve` processes of the release binary (default `leader-election-ttl` \
+             15 s, interval 15 s) against one real `redis-server` and the simulator; the \
+             leader is signalled right after its first machine action and the metric changes \
+             at once; the time runs from the signal to the other instance's first machine \
+             action in the simulator's log (median of {}).",
+            sizes.failovers
+        ),
+        format!(
             "9. `serve --once` of the release (and static) binary against a stand-in Machines API \
              listing 10,000 and 20,000 started machines shaped like the list fixture's first \
              machine plus 20 environment variables (size per machine shown), the target \
