@@ -1114,7 +1114,7 @@ mod properties {
         "q ? 1 : 0",
         "((q)",
         "q ** q ** q",
-        "${FAS_X}",
+        "${TEST_DURATION}",
         "$APP_NAME",
         "${",
         "*",
@@ -1335,7 +1335,7 @@ mod properties {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::write(&path, text).unwrap();
-        let loaded = Config::load(Some(&path), &env_of(&[("FAS_X", "15s")]));
+        let loaded = Config::load(Some(&path), &env_of(&[("TEST_DURATION", "15s")]));
         let _ = std::fs::remove_file(&path);
         let config = loaded.map_err(|e| e.to_string())?;
         crate::reconcile::compile_groups(&config)?;
